@@ -1,1 +1,15 @@
+//! dbgrant: a Kubernetes operator that gives workloads keyless database access on Azure.
+//!
+//! `api` holds the custom resource types (no I/O); `controller` the reconcilers; `error` the one
+//! error type whose variants become condition reasons; `http` the probe and metrics endpoints;
+//! `telemetry` logging and metrics; `settings` every flag the binary takes; `run` wires them.
+
 pub mod api;
+pub mod controller;
+pub mod error;
+pub mod http;
+mod run;
+pub mod settings;
+pub mod telemetry;
+
+pub use run::{run, shutdown_signal};

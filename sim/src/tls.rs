@@ -53,14 +53,13 @@ impl TlsMaterial {
             ca.der().clone(),
         ];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let mut server_config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .context("building the TLS server config")?;
+        let mut server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("building the TLS server config")?;
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             ca_pem: ca.pem(),
@@ -74,14 +73,12 @@ impl TlsMaterial {
         for cert in rustls_pemfile_certs(&self.ca_pem)? {
             roots.add(cert)?;
         }
-        Ok(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-        )
+        Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
     }
 }
 
@@ -131,10 +128,8 @@ pub async fn serve_https(
             let service = hyper_util::service::TowerToHyperService::new(router);
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(
-                hyper_util::rt::TokioIo::new(tls_stream),
-                service,
-            );
+            let conn = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls_stream), service);
             tokio::select! {
                 _ = conn => {}
                 () = shutdown.cancelled() => {}

@@ -1,0 +1,102 @@
+//! `dbgrant run`: connect, serve HTTP, run the controllers, stop gracefully on SIGTERM.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::{self, ControllerSettings};
+use crate::http::{self, HttpState};
+use crate::settings::RunArgs;
+use crate::telemetry::Metrics;
+
+/// Run the operator until `shutdown` fires; then drain in-flight reconciles and return.
+///
+/// # Errors
+/// Fails when the Kubernetes client cannot be configured, the HTTP address cannot be bound, or
+/// the CRDs are not installed.
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = kube_client(&args).await?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP server to {}", args.http_addr))?;
+    tracing::info!(addr = %args.http_addr, "serving /livez, /readyz and /metrics");
+    let app = http::router(HttpState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+    let http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+    });
+
+    let settings = ControllerSettings {
+        concurrency: args.concurrency,
+        resync_interval: args.resync_interval,
+    };
+    let result = controller::run(client, settings, metrics, ready, shutdown.clone()).await;
+    // Whatever ended the controllers, stop serving too.
+    shutdown.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "HTTP server failed"),
+        Err(error) => tracing::warn!(%error, "HTTP server task failed"),
+    }
+    result
+}
+
+async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .context("using the kubeconfig")?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster)")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// A token cancelled on the first SIGTERM or Ctrl-C.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        cancel.cancel();
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,150 @@
+//! Command line and environment: every setting the binary takes, parsed once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// dbgrant: keyless database access on Azure for Kubernetes workloads.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dbgrant",
+    version,
+    about,
+    long_about = None,
+    after_help = "Every flag of `dbgrant run` can also be set through the environment variable shown in `dbgrant run --help` (DBGRANT_HTTP_ADDR, DBGRANT_LOG_FORMAT, DBGRANT_LOG, DBGRANT_CONCURRENCY, DBGRANT_RESYNC_INTERVAL); the Kubernetes connection follows KUBECONFIG, ~/.kube/config, then the in-cluster ServiceAccount."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The binary's subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator: both controllers plus the /livez, /readyz and /metrics endpoints.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML (or write one file per CRD with --out-dir).
+    Crd(CrdArgs),
+}
+
+/// Settings of `dbgrant run`. Each flag can also be given as the environment variable named.
+#[derive(Parser, Debug, Clone)]
+pub struct RunArgs {
+    /// Address of the HTTP server for /livez, /readyz and /metrics.
+    #[arg(long, env = "DBGRANT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Log format: `json` for clusters (one object per line), `text` for humans.
+    #[arg(long, env = "DBGRANT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,dbgrant=debug`.
+    #[arg(long, env = "DBGRANT_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Maximum number of objects reconciled at once, per controller (0: unbounded).
+    #[arg(long, env = "DBGRANT_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// How often every object is reconciled again even without a change, as a safety net
+    /// against missed events (for example `10m`, `1h`).
+    #[arg(long, env = "DBGRANT_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Path of a kubeconfig to use (development). Default: `KUBECONFIG`, then
+    /// `~/.kube/config`, then the in-cluster ServiceAccount.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Settings of `dbgrant crd`.
+#[derive(Parser, Debug, Clone)]
+pub struct CrdArgs {
+    /// Write `<name>.yaml` files into this directory instead of printing to stdout.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// How logs are written.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Parse durations such as `90s`, `10m`, `1h` or `1h30m`; a bare number means seconds.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let input = input.trim();
+    if let Ok(secs) = input.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for ch in input.chars() {
+        if ch.is_ascii_digit() {
+            number.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => {
+                return Err(format!(
+                    "unknown unit '{ch}' in duration '{input}' (use s, m, h, d)"
+                ));
+            }
+        };
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("missing number before '{ch}' in duration '{input}'"))?;
+        total = total.saturating_add(value.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(format!("duration '{input}' ends without a unit"));
+    }
+    if total == 0 {
+        return Err(format!("duration '{input}' must be greater than zero"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_combinations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("10m5").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_fall_back_to_documented_defaults() {
+        let cli = Cli::try_parse_from(["dbgrant", "run"]).expect("defaults parse");
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(args.concurrency, 16);
+        assert_eq!(args.resync_interval, Duration::from_secs(600));
+        assert_eq!(args.log_format, LogFormat::Json);
+    }
+}
