@@ -72,8 +72,10 @@ mod tests {
     #[tokio::test]
     async fn readiness_follows_the_cache_sync_flag_and_liveness_does_not() {
         let ready = Arc::new(AtomicBool::new(false));
+        let metrics = Metrics::new();
+        metrics.reconcile_finished("grant", true);
         let app = router(HttpState {
-            metrics: Metrics::new(),
+            metrics,
             ready: ready.clone(),
         });
         assert_eq!(status_of(app.clone(), "/livez").await.0, StatusCode::OK);
@@ -85,6 +87,9 @@ mod tests {
         assert_eq!(status_of(app.clone(), "/readyz").await.0, StatusCode::OK);
         let (status, body) = status_of(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(body.contains("dbgrant_reconciles"), "{body}");
+        assert!(
+            body.contains(r#"dbgrant_reconciles_total{controller="grant",result="ok"} 1"#),
+            "{body}"
+        );
     }
 }
