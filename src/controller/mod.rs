@@ -2,6 +2,7 @@
 //! `Context`, both stopping gracefully when the shutdown token fires.
 
 mod grant;
+pub mod policy;
 mod target;
 
 use std::sync::Arc;

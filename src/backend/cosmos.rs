@@ -1,0 +1,215 @@
+//! Cosmos DB (NoSQL API) data-plane RBAC: scopes, role definition ids and deterministic
+//! role-assignment ids.
+//!
+//! Everything here is pure so retries, restarts and several replicas always compute the same
+//! ids: the assignment id is a UUIDv5 over (principal, role definition, scope), which makes a
+//! PUT idempotent and lets grants that want the same access share one assignment.
+
+use uuid::Uuid;
+
+use crate::api::{CosmosTarget, DatabaseAccessGrantSpec};
+
+/// UUIDv5 namespace of every id dbgrant derives. Changing it would orphan existing assignments.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d62_6772_616e_7400_8a1e_4c0b_9f3d_2e17);
+
+/// GUID of the built-in "Cosmos DB Built-in Data Reader" role definition.
+pub const BUILTIN_READER: &str = "00000000-0000-0000-0000-000000000001";
+/// GUID of the built-in "Cosmos DB Built-in Data Contributor" role definition.
+pub const BUILTIN_CONTRIBUTOR: &str = "00000000-0000-0000-0000-000000000002";
+
+/// Where in an account a grant's access applies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The whole account.
+    Account,
+    /// One database.
+    Database(String),
+    /// One container of one database.
+    Container {
+        /// The database holding the container.
+        database: String,
+        /// The container.
+        container: String,
+    },
+}
+
+impl Scope {
+    /// The scope a grant asks for.
+    pub fn of(spec: &DatabaseAccessGrantSpec) -> Self {
+        match (&spec.database, &spec.container) {
+            (Some(database), Some(container)) => Self::Container {
+                database: database.clone(),
+                container: container.clone(),
+            },
+            (Some(database), None) => Self::Database(database.clone()),
+            // A container without a database is refused by the CRD's CEL rule; treat it as
+            // the account so a hand-made object cannot widen into something unexpected.
+            (None, _) => Self::Account,
+        }
+    }
+
+    /// The fully qualified data-plane resource path Cosmos DB expects in `properties.scope`.
+    pub fn resource_path(&self, account_id: &str) -> String {
+        let account_id = account_id.trim_end_matches('/');
+        match self {
+            Self::Account => account_id.to_string(),
+            Self::Database(db) => format!("{account_id}/dbs/{db}"),
+            Self::Container {
+                database,
+                container,
+            } => format!("{account_id}/dbs/{database}/colls/{container}"),
+        }
+    }
+
+    /// The database the scope is in, if any (what the access probe reads).
+    pub fn database(&self) -> Option<&str> {
+        match self {
+            Self::Account => None,
+            Self::Database(db) => Some(db),
+            Self::Container { database, .. } => Some(database),
+        }
+    }
+}
+
+/// The GUID of the role definition behind `role` on `target`: a built-in, or the deterministic
+/// id of a custom role the target declares. `None` when the target declares no such role.
+pub fn role_definition_guid(target: &CosmosTarget, role: &str) -> Option<String> {
+    match role {
+        "reader" => Some(BUILTIN_READER.to_string()),
+        "contributor" => Some(BUILTIN_CONTRIBUTOR.to_string()),
+        custom if target.roles.contains_key(custom) => Some(custom_role_guid(target, custom)),
+        _ => None,
+    }
+}
+
+/// Deterministic GUID of a custom role definition: one per (account, role name).
+pub fn custom_role_guid(target: &CosmosTarget, role: &str) -> String {
+    let name = format!(
+        "sqlRoleDefinition|{}|{role}",
+        target.account_resource_id.to_ascii_lowercase()
+    );
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// Full ARM id of a role definition of the account.
+pub fn role_definition_id(account_id: &str, guid: &str) -> String {
+    format!(
+        "{}/sqlRoleDefinitions/{guid}",
+        account_id.trim_end_matches('/')
+    )
+}
+
+/// Deterministic GUID of the role assignment for (principal, role definition, scope).
+///
+/// ARM ids are case-insensitive, so the inputs are lower-cased first: the same access written
+/// with different casing still maps to one assignment.
+pub fn role_assignment_guid(principal_id: &str, role_definition_id: &str, scope: &str) -> String {
+    let name = format!(
+        "sqlRoleAssignment|{}|{}|{}",
+        principal_id.to_ascii_lowercase(),
+        role_definition_id.to_ascii_lowercase(),
+        scope.trim_end_matches('/').to_ascii_lowercase()
+    );
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// Full ARM id of a role assignment of the account.
+pub fn role_assignment_id(account_id: &str, guid: &str) -> String {
+    format!(
+        "{}/sqlRoleAssignments/{guid}",
+        account_id.trim_end_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::{CosmosRole, DeletionPolicy};
+
+    const ACCOUNT: &str = "/subscriptions/6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10/resourceGroups/demo/providers/Microsoft.DocumentDB/databaseAccounts/demo";
+
+    fn target() -> CosmosTarget {
+        CosmosTarget {
+            account_resource_id: ACCOUNT.to_string(),
+            endpoint: None,
+            roles: BTreeMap::from([(
+                "metadata-reader".to_string(),
+                CosmosRole {
+                    data_actions: vec!["Microsoft.DocumentDB/databaseAccounts/readMetadata".into()],
+                },
+            )]),
+        }
+    }
+
+    fn grant(database: Option<&str>, container: Option<&str>) -> DatabaseAccessGrantSpec {
+        DatabaseAccessGrantSpec {
+            service_account_name: "api".into(),
+            target: "t".into(),
+            role: "reader".into(),
+            database: database.map(Into::into),
+            container: container.map(Into::into),
+            token_secret: None,
+            deletion_policy: DeletionPolicy::Delete,
+        }
+    }
+
+    #[test]
+    fn scopes_are_fully_qualified_paths_at_each_level() {
+        assert_eq!(
+            Scope::of(&grant(None, None)).resource_path(ACCOUNT),
+            ACCOUNT
+        );
+        assert_eq!(
+            Scope::of(&grant(Some("orders"), None)).resource_path(ACCOUNT),
+            format!("{ACCOUNT}/dbs/orders")
+        );
+        assert_eq!(
+            Scope::of(&grant(Some("orders"), Some("items"))).resource_path(&format!("{ACCOUNT}/")),
+            format!("{ACCOUNT}/dbs/orders/colls/items")
+        );
+        assert_eq!(Scope::of(&grant(None, Some("items"))), Scope::Account);
+    }
+
+    #[test]
+    fn built_in_and_declared_custom_roles_resolve_and_unknown_roles_do_not() {
+        let t = target();
+        assert_eq!(
+            role_definition_guid(&t, "reader").as_deref(),
+            Some(BUILTIN_READER)
+        );
+        assert_eq!(
+            role_definition_guid(&t, "contributor").as_deref(),
+            Some(BUILTIN_CONTRIBUTOR)
+        );
+        let custom = role_definition_guid(&t, "metadata-reader").expect("declared");
+        assert_eq!(custom, custom_role_guid(&t, "metadata-reader"));
+        assert!(Uuid::parse_str(&custom).is_ok());
+        assert_eq!(role_definition_guid(&t, "writer"), None);
+    }
+
+    #[test]
+    fn assignment_ids_are_stable_case_insensitive_and_distinct_per_input() {
+        let role = role_definition_id(ACCOUNT, BUILTIN_READER);
+        let a = role_assignment_guid("AAAA-1", &role, ACCOUNT);
+        assert_eq!(
+            a,
+            role_assignment_guid("aaaa-1", &role.to_uppercase(), &format!("{ACCOUNT}/"))
+        );
+        assert_ne!(a, role_assignment_guid("aaaa-2", &role, ACCOUNT));
+        assert_ne!(
+            a,
+            role_assignment_guid(
+                "aaaa-1",
+                &role_definition_id(ACCOUNT, BUILTIN_CONTRIBUTOR),
+                ACCOUNT
+            )
+        );
+        assert_ne!(
+            a,
+            role_assignment_guid("aaaa-1", &role, &format!("{ACCOUNT}/dbs/x"))
+        );
+        assert_eq!(Uuid::parse_str(&a).map(|u| u.get_version_num()), Ok(5));
+    }
+}
