@@ -34,6 +34,34 @@ impl ConditionType {
     }
 }
 
+/// The three values of a condition's `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Not known yet, typically because an earlier step has not succeeded.
+    Unknown,
+}
+
+impl Status {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for Status {
+    fn from(value: bool) -> Self {
+        if value { Self::True } else { Self::False }
+    }
+}
+
 /// Insert or update the condition of `type_`, keeping `lastTransitionTime` unless the status
 /// flips. `now` is passed in so callers (and tests) control the clock.
 ///
@@ -41,13 +69,13 @@ impl ConditionType {
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: ConditionType,
-    status: bool,
+    status: impl Into<Status>,
     reason: &str,
     message: &str,
     generation: Option<i64>,
     now: Time,
 ) -> bool {
-    let status = if status { "True" } else { "False" };
+    let status = status.into().as_str();
     let new = Condition {
         type_: type_.as_str().to_string(),
         status: status.to_string(),

@@ -6,13 +6,15 @@
 
 mod conditions;
 mod grant;
+mod reason;
 mod target;
 
-pub use conditions::{ConditionType, set_condition};
+pub use conditions::{ConditionType, Status, set_condition};
 pub use grant::{
     DatabaseAccessGrant, DatabaseAccessGrantSpec, DatabaseAccessGrantStatus, DeletionPolicy,
     TokenSecretSpec,
 };
+pub use reason::Reason;
 pub use target::{
     BUILTIN_ROLES, CosmosRole, CosmosTarget, DatabaseTarget, DatabaseTargetSpec,
     DatabaseTargetStatus,
