@@ -2,6 +2,7 @@
 //! `Context`, both stopping gracefully when the shutdown token fires.
 
 mod grant;
+pub mod grant_status;
 pub mod policy;
 mod target;
 
