@@ -1,6 +1,7 @@
 //! The reconcilers and their wiring: one `Controller` per custom resource, sharing one
 //! `Context`, both stopping gracefully when the shutdown token fires.
 
+pub mod backoff;
 mod grant;
 pub mod grant_status;
 pub mod policy;
