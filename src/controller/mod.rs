@@ -4,6 +4,7 @@
 pub mod backoff;
 mod grant;
 pub mod grant_status;
+pub mod identity;
 pub mod policy;
 mod target;
 
