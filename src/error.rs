@@ -1,7 +1,11 @@
-//! The operator's one error type. Each variant maps to a condition reason, so whatever goes
-//! wrong is explained on the object it concerns.
+//! The operator's one error type for failures a reconcile does not report as a step of its
+//! own. Each variant maps to a condition reason, so whatever goes wrong is explained on the
+//! object it concerns.
 
 use kube::runtime::finalizer;
+
+use crate::api::Reason;
+use crate::backend::BackendError;
 
 /// Everything a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +18,10 @@ pub enum Error {
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
 
+    /// Revoking access while deleting a grant failed; the finalizer stays.
+    #[error("revoking access failed")]
+    Cleanup(#[source] BackendError),
+
     /// Adding or removing the finalizer failed, or the cleanup it guards failed.
     /// Boxed because `finalizer::Error` nests this type.
     #[error("finalizer step failed")]
@@ -24,14 +32,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The condition reason this error is reported under (CamelCase, stable, documented).
+    /// The condition reason this error is reported under.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Kube(_) => "KubernetesApiError",
-            Self::MissingObjectKey(_) => "InvalidObject",
+            Self::Kube(_) => Reason::KubernetesApiError.as_str(),
+            Self::MissingObjectKey(_) => Reason::InvalidSpec.as_str(),
+            Self::Cleanup(_) => Reason::CleanupFailed.as_str(),
             Self::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
-                _ => "FinalizerFailed",
+                _ => Reason::KubernetesApiError.as_str(),
             },
         }
     }
@@ -39,7 +48,7 @@ impl Error {
     /// Whether retrying later may succeed without the user changing anything.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Kube(_) => true,
+            Self::Kube(_) | Self::Cleanup(_) => true,
             Self::MissingObjectKey(_) => false,
             Self::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
@@ -62,21 +71,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_are_camel_case_and_nested_errors_keep_their_reason() {
+    fn nested_errors_keep_their_reason_and_transience() {
         let inner = Error::MissingObjectKey("metadata.namespace");
-        assert_eq!(inner.reason(), "InvalidObject");
+        assert_eq!(inner.reason(), "InvalidSpec");
         assert!(!inner.is_transient());
         let wrapped = Error::Finalizer(Box::new(finalizer::Error::ApplyFailed(inner)));
-        assert_eq!(wrapped.reason(), "InvalidObject");
+        assert_eq!(wrapped.reason(), "InvalidSpec");
         assert!(!wrapped.is_transient());
-        for reason in [wrapped.reason(), "KubernetesApiError", "FinalizerFailed"] {
-            assert!(
-                reason
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_uppercase())
-            );
-            assert!(reason.chars().all(|c| c.is_ascii_alphanumeric()));
-        }
+        let cleanup = Error::Finalizer(Box::new(finalizer::Error::CleanupFailed(Error::Cleanup(
+            BackendError::new(Reason::AzureUnavailable, "timeout"),
+        ))));
+        assert_eq!(cleanup.reason(), "CleanupFailed");
+        assert!(cleanup.is_transient());
     }
 }

@@ -12,5 +12,6 @@ pub mod http;
 mod run;
 pub mod settings;
 pub mod telemetry;
+pub mod token;
 
-pub use run::{run, shutdown_signal};
+pub use run::{azure_access, run, shutdown_signal};

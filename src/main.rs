@@ -16,7 +16,10 @@ async fn main() -> ExitCode {
                 eprintln!("dbgrant: {error:#}");
                 return ExitCode::FAILURE;
             }
-            dbgrant::run(args, dbgrant::shutdown_signal()).await
+            match dbgrant::azure_access(&args).await {
+                Ok(cosmos) => dbgrant::run(args, cosmos, dbgrant::shutdown_signal()).await,
+                Err(error) => Err(error),
+            }
         }
     };
     match result {

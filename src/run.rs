@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::cosmos::CosmosAccess;
 use crate::controller::{self, ControllerSettings};
 use crate::http::{self, HttpState};
 use crate::settings::RunArgs;
@@ -16,7 +17,11 @@ use crate::telemetry::Metrics;
 /// # Errors
 /// Fails when the Kubernetes client cannot be configured, the HTTP address cannot be bound, or
 /// the CRDs are not installed.
-pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    args: RunArgs,
+    cosmos: Arc<dyn CosmosAccess>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let client = kube_client(&args).await?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -39,8 +44,10 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let settings = ControllerSettings {
         concurrency: args.concurrency,
         resync_interval: args.resync_interval,
+        default_tenant: args.azure_tenant_id.clone(),
+        instance: std::env::var("POD_NAME").ok(),
     };
-    let result = controller::run(client, settings, metrics, ready, shutdown.clone()).await;
+    let result = controller::run(client, cosmos, settings, metrics, ready, shutdown.clone()).await;
     // Whatever ended the controllers, stop serving too.
     shutdown.cancel();
     match server.await {
@@ -99,4 +106,13 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The operator's way into Azure, from its settings.
+///
+/// # Errors
+/// Fails when the Azure settings are incomplete or inconsistent.
+pub async fn azure_access(_args: &RunArgs) -> anyhow::Result<Arc<dyn CosmosAccess>> {
+    // Wired to the ARM/Entra client in `azure/` once it lands (issue 5).
+    anyhow::bail!("the Azure client is not wired yet")
 }

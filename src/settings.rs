@@ -54,6 +54,11 @@ pub struct RunArgs {
     #[arg(long, env = "DBGRANT_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub resync_interval: Duration,
 
+    /// Entra ID tenant of the workloads' managed identities, used when a ServiceAccount has
+    /// no `azure.workload.identity/tenant-id` annotation. Also the operator's own tenant.
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub azure_tenant_id: Option<String>,
+
     /// Path of a kubeconfig to use (development). Default: `KUBECONFIG`, then
     /// `~/.kube/config`, then the in-cluster ServiceAccount.
     #[arg(long)]

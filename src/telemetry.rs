@@ -52,6 +52,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabel, Histogram>,
+    drift_restored: Counter,
 }
 
 /// A label naming the controller.
@@ -93,11 +94,18 @@ impl Metrics {
             "Time spent in one reconcile, by controller",
             duration.clone(),
         );
+        let drift_restored = Counter::default();
+        registry.register(
+            "drift_restored",
+            "Role assignments found missing in Azure and restored",
+            drift_restored.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             reconciles,
             failures,
             duration,
+            drift_restored,
         }
     }
 
@@ -126,6 +134,11 @@ impl Metrics {
         self.failures
             .get_or_create(&FailureLabels { controller, reason })
             .inc();
+    }
+
+    /// Count one role assignment restored after drift.
+    pub fn drift_restored(&self) {
+        self.drift_restored.inc();
     }
 
     /// Render every metric in the OpenMetrics text format.

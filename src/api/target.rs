@@ -106,6 +106,16 @@ pub struct CosmosTarget {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(name, name.size() <= 63 && name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && name != 'reader' && name != 'contributor')").message("custom role names are lowercase letters, digits and '-', at most 63 characters, and must not be 'reader' or 'contributor'"))]
     pub roles: BTreeMap<String, CosmosRole>,
+
+    /// Probe the data plane with each workload's token until access works, so a grant turns
+    /// Ready only once RBAC has propagated. Default `true`. Set `false` when the operator cannot
+    /// reach the account (for example a private endpoint in another network).
+    #[serde(default = "default_true")]
+    pub verify_access: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A custom Cosmos DB data-plane role.

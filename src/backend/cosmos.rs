@@ -5,8 +5,10 @@
 //! ids: the assignment id is a UUIDv5 over (principal, role definition, scope), which makes a
 //! PUT idempotent and lets grants that want the same access share one assignment.
 
+use azure_core::credentials::Secret;
 use uuid::Uuid;
 
+use super::{BackendError, ResolvedIdentity};
 use crate::api::{CosmosTarget, DatabaseAccessGrantSpec};
 
 /// UUIDv5 namespace of every id dbgrant derives. Changing it would orphan existing assignments.
@@ -121,6 +123,101 @@ pub fn role_assignment_id(account_id: &str, guid: &str) -> String {
     )
 }
 
+/// A SQL role assignment as dbgrant manages it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignment {
+    /// The assignment's GUID (the last segment of its ARM id).
+    pub guid: String,
+    /// Full ARM id of the role definition.
+    pub role_definition_id: String,
+    /// Fully qualified data-plane scope.
+    pub scope: String,
+    /// Object id of the principal.
+    pub principal_id: String,
+}
+
+/// A custom SQL role definition as dbgrant manages it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDefinition {
+    /// The definition's GUID.
+    pub guid: String,
+    /// Display name, unique per account.
+    pub role_name: String,
+    /// Data actions it allows.
+    pub data_actions: Vec<String>,
+    /// Scopes it may be assigned at (the account).
+    pub assignable_scopes: Vec<String>,
+    /// `true` for Cosmos DB's built-in definitions.
+    pub built_in: bool,
+}
+
+/// Everything the reconcilers need from Azure for Cosmos DB grants. The one implementation
+/// that talks HTTP lives in `azure/`; each method is one logical Azure operation.
+#[async_trait::async_trait]
+pub trait CosmosAccess: Send + Sync {
+    /// Exchange a token minted for the workload's ServiceAccount for the identity's Cosmos DB
+    /// data-plane token at Entra ID, and read the principal id from it.
+    async fn resolve_identity(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        service_account_token: &Secret,
+    ) -> Result<ResolvedIdentity, BackendError>;
+
+    /// The account's data-plane endpoint. Fails when the account does not exist or the
+    /// operator may not read it.
+    async fn account_endpoint(&self, account_id: &str) -> Result<String, BackendError>;
+
+    /// Every role definition of the account, built-ins included.
+    async fn list_role_definitions(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<RoleDefinition>, BackendError>;
+
+    /// Create or update a custom role definition (idempotent by its GUID).
+    async fn put_role_definition(
+        &self,
+        account_id: &str,
+        definition: &RoleDefinition,
+    ) -> Result<(), BackendError>;
+
+    /// Delete a custom role definition; a missing one is not an error.
+    async fn delete_role_definition(
+        &self,
+        account_id: &str,
+        guid: &str,
+    ) -> Result<(), BackendError>;
+
+    /// Every role assignment of the account (one call, however many grants).
+    async fn list_role_assignments(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<RoleAssignment>, BackendError>;
+
+    /// Create the assignment (idempotent by its deterministic GUID).
+    async fn put_role_assignment(
+        &self,
+        account_id: &str,
+        assignment: &RoleAssignment,
+    ) -> Result<(), BackendError>;
+
+    /// Delete an assignment; a missing one is not an error.
+    async fn delete_role_assignment(
+        &self,
+        account_id: &str,
+        guid: &str,
+    ) -> Result<(), BackendError>;
+
+    /// Read database metadata (or the account's, without a database) on the data plane with
+    /// the workload's token: `Ok(true)` when allowed, `Ok(false)` when refused (403).
+    async fn probe(
+        &self,
+        endpoint: &str,
+        database: Option<&str>,
+        access_token: &Secret,
+    ) -> Result<bool, BackendError>;
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -134,6 +231,7 @@ mod tests {
         CosmosTarget {
             account_resource_id: ACCOUNT.to_string(),
             endpoint: None,
+            verify_access: true,
             roles: BTreeMap::from([(
                 "metadata-reader".to_string(),
                 CosmosRole {

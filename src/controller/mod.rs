@@ -5,31 +5,55 @@ pub mod backoff;
 mod grant;
 pub mod grant_status;
 pub mod identity;
+pub mod locks;
 pub mod policy;
+pub mod report;
 mod target;
+
+pub use grant::FINALIZER;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::ListParams;
+use kube::core::{DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{DatabaseAccessGrant, DatabaseTarget};
-use crate::error::Error;
+use crate::backend::cosmos::CosmosAccess;
 use crate::telemetry::Metrics;
+use backoff::Backoff;
+use locks::AccountLocks;
 
-/// What every reconcile can use.
+/// What every reconcile can use. Each field is shared by both controllers.
 pub struct Context {
     /// Client for the Kubernetes API.
     pub client: Client,
+    /// Cosmos DB and Entra ID, behind the backend seam.
+    pub cosmos: Arc<dyn CosmosAccess>,
+    /// Publishes events on grants and targets (de-duplicated into series by kube).
+    pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Metrics,
-    /// Requeue interval after a successful reconcile (safety net against missed events).
+    /// Per-object retry delays, reset on success.
+    pub backoff: Backoff<ObjectRef<DynamicObject>>,
+    /// One RBAC write at a time per Cosmos DB account.
+    pub account_locks: AccountLocks,
+    /// Every grant, as last seen (for shared-assignment checks and drift repair).
+    pub grants: Store<DatabaseAccessGrant>,
+    /// Every target, as last seen.
+    pub targets: Store<DatabaseTarget>,
+    /// Tenant used when a ServiceAccount names none.
+    pub default_tenant: Option<String>,
+    /// Requeue interval after a successful reconcile (also the drift-check period).
     pub resync_interval: Duration,
 }
 
@@ -40,6 +64,10 @@ pub struct ControllerSettings {
     pub concurrency: u16,
     /// Requeue interval after a successful reconcile.
     pub resync_interval: Duration,
+    /// Tenant used when a ServiceAccount names none.
+    pub default_tenant: Option<String>,
+    /// Name of this instance in events (the pod name in a cluster).
+    pub instance: Option<String>,
 }
 
 /// Run both controllers until `shutdown` fires. `ready` is set once both caches have synced.
@@ -49,6 +77,7 @@ pub struct ControllerSettings {
 /// not list them.
 pub async fn run(
     client: Client,
+    cosmos: Arc<dyn CosmosAccess>,
     settings: ControllerSettings,
     metrics: Metrics,
     ready: Arc<AtomicBool>,
@@ -59,22 +88,72 @@ pub async fn run(
     ensure_installed(&grants, "databaseaccessgrants.dbgrant.io").await?;
     ensure_installed(&targets, "databasetargets.dbgrant.io").await?;
 
-    let ctx = Arc::new(Context {
-        client,
-        metrics,
-        resync_interval: settings.resync_interval,
-    });
     let config = controller::Config::default().concurrency(settings.concurrency);
+    let watch = || watcher::Config::default().any_semantic();
 
-    let grant_controller = Controller::new(grants, watcher::Config::default().any_semantic())
+    let grant_controller = Controller::new(grants.clone(), watch());
+    let grant_store = grant_controller.store();
+    let target_controller = Controller::new(targets.clone(), watch());
+    let target_store = target_controller.store();
+
+    // Grants react to their target, their namespace's labels and their ServiceAccount.
+    let by_target = grant_store.clone();
+    let by_namespace = grant_store.clone();
+    let by_account = grant_store.clone();
+    let grant_controller = grant_controller
+        .watches(targets, watch(), move |target: DatabaseTarget| {
+            let name = target.name_any();
+            refs(&by_target, move |g| g.spec.target == name)
+        })
+        .watches(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watch(),
+            move |ns| {
+                let name = ns.name_any();
+                refs(&by_namespace, move |g| {
+                    g.namespace().as_deref() == Some(name.as_str())
+                })
+            },
+        )
+        .watches(
+            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+            watch(),
+            move |sa| {
+                let (name, namespace) = (sa.name_any(), sa.namespace());
+                refs(&by_account, move |g| {
+                    g.spec.service_account_name == name && g.namespace() == namespace
+                })
+            },
+        )
         .with_config(config.clone())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
-    let target_controller = Controller::new(targets, watcher::Config::default().any_semantic())
+    // Targets react to grants appearing or going (their grant count).
+    let target_controller = target_controller
+        .watches(grants, watch(), |grant: DatabaseAccessGrant| {
+            std::iter::once(ObjectRef::new(&grant.spec.target))
+        })
         .with_config(config)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
 
-    let grant_store = grant_controller.store();
-    let target_store = target_controller.store();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "dbgrant".into(),
+                instance: settings.instance.clone(),
+            },
+        ),
+        client,
+        cosmos,
+        metrics,
+        backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
+        account_locks: AccountLocks::default(),
+        grants: grant_store.clone(),
+        targets: target_store.clone(),
+        default_tenant: settings.default_tenant,
+        resync_interval: settings.resync_interval,
+    });
+
     tokio::spawn(async move {
         if grant_store.wait_until_ready().await.is_ok()
             && target_store.wait_until_ready().await.is_ok()
@@ -95,6 +174,19 @@ pub async fn run(
     Ok(())
 }
 
+/// References to the grants in `store` that `select` picks.
+fn refs(
+    store: &Store<DatabaseAccessGrant>,
+    select: impl Fn(&DatabaseAccessGrant) -> bool,
+) -> Vec<ObjectRef<DatabaseAccessGrant>> {
+    store
+        .state()
+        .iter()
+        .filter(|g| select(g))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
 /// Refuse to start when a CRD is missing or unreadable, naming the fix.
 async fn ensure_installed<K>(api: &Api<K>, crd: &str) -> anyhow::Result<()>
 where
@@ -113,10 +205,7 @@ where
 
 fn log_outcome<K, E>(
     controller: &'static str,
-    result: Result<
-        (kube::runtime::reflector::ObjectRef<K>, Action),
-        controller::Error<E, watcher::Error>,
-    >,
+    result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
 ) where
     K: kube::Resource,
     K::DynamicType: Eq + std::hash::Hash + Clone + std::fmt::Debug,
@@ -128,16 +217,5 @@ fn log_outcome<K, E>(
             tracing::debug!(controller, %object, "object gone before its reconcile")
         }
         Err(error) => tracing::warn!(controller, error = %error, "reconcile failed"),
-    }
-}
-
-/// Shared error policy: count the failure, then retry transient errors and wait for a change
-/// on permanent ones.
-fn requeue_after_error(controller: &'static str, error: &Error, ctx: &Context) -> Action {
-    ctx.metrics.reconcile_failed(controller, error.reason());
-    if error.is_transient() {
-        Action::requeue(Duration::from_secs(15))
-    } else {
-        Action::await_change()
     }
 }

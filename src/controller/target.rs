@@ -1,31 +1,272 @@
-//! Reconciler of `DatabaseTarget`. For now it only observes; the Cosmos DB issue adds the
-//! account check, custom role definitions and the grant count.
+//! Reconciler of `DatabaseTarget`: checks the account exists and the operator may manage it,
+//! keeps the target's custom role definitions in place, counts the grants using it, and
+//! repairs drift: one list of the account's role assignments per resync (never one call per
+//! grant), restoring any assignment a Ready grant relies on that went missing out of band.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
 
-use super::{Context, requeue_after_error};
-use crate::api::DatabaseTarget;
-use crate::error::{Error, Result};
+use super::{Context, report};
+use crate::api::{
+    ConditionType, CosmosTarget, DatabaseAccessGrant, DatabaseTarget, Reason, Status, set_condition,
+};
+use crate::backend::BackendError;
+use crate::backend::cosmos::{self, RoleAssignment, RoleDefinition};
+use crate::error::Result;
 
 const CONTROLLER: &str = "target";
 
 /// Reconcile one target.
 pub async fn reconcile(target: Arc<DatabaseTarget>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
-    tracing::info!(
-        target = %target.name_any(),
-        backend = target.spec.backend_kind().unwrap_or("none"),
-        "observed target"
+    let name = target.name_any();
+    let key = ObjectRef::from_obj(target.as_ref()).erase();
+    let old_status = target.status.clone().unwrap_or_default();
+    let mut status = old_status.clone();
+    let before = report::ready_of(&status.conditions);
+
+    let using: Vec<Arc<DatabaseAccessGrant>> = ctx
+        .grants
+        .state()
+        .into_iter()
+        .filter(|g| g.spec.target == name)
+        .collect();
+    status.grant_count = Some(i32::try_from(using.len()).unwrap_or(i32::MAX));
+    status.backend = target.spec.backend_kind().map(str::to_string);
+
+    let outcome = match &target.spec.cosmos {
+        None => Err(BackendError::new(
+            Reason::InvalidSpec,
+            "no supported backend block is set",
+        )),
+        Some(cosmos_target) => {
+            status.account = Some(cosmos_target.account_name().to_string());
+            check_cosmos(&name, cosmos_target, &using, &ctx)
+                .await
+                .map(|endpoint| {
+                    status.endpoint = Some(endpoint);
+                })
+        }
+    };
+
+    let (ready, reason, message, action) = match &outcome {
+        Ok(()) => {
+            ctx.backoff.reset(&key);
+            (
+                Status::True,
+                Reason::Ready,
+                format!(
+                    "account reachable and manageable; used by {} grant(s)",
+                    using.len()
+                ),
+                Action::requeue(ctx.resync_interval),
+            )
+        }
+        Err(error) => {
+            ctx.metrics
+                .reconcile_failed(CONTROLLER, error.reason.as_str());
+            let action = if error.reason.needs_user_action() {
+                Action::await_change()
+            } else {
+                Action::requeue(ctx.backoff.next_delay(&key, error.retry_after))
+            };
+            (Status::False, error.reason, error.message.clone(), action)
+        }
+    };
+    status.observed_generation = target.metadata.generation;
+    set_condition(
+        &mut status.conditions,
+        ConditionType::Ready,
+        ready,
+        reason.as_str(),
+        &message,
+        target.metadata.generation,
+        Time(Timestamp::now()),
     );
+    if status != old_status {
+        let api = Api::<DatabaseTarget>::all(ctx.client.clone());
+        report::apply_status(&api, &name, &status).await?;
+    }
+    report::event_on_transition(
+        &ctx.recorder,
+        target.as_ref(),
+        before,
+        &status.conditions,
+        "Check",
+    )
+    .await;
     ctx.metrics.reconcile_finished(CONTROLLER, true);
-    Ok(Action::requeue(ctx.resync_interval))
+    Ok(action)
+}
+
+/// Check the account, converge custom roles, repair drift. Returns the data-plane endpoint.
+async fn check_cosmos(
+    name: &str,
+    target: &CosmosTarget,
+    using: &[Arc<DatabaseAccessGrant>],
+    ctx: &Context,
+) -> Result<String, BackendError> {
+    let account_id = target.account_resource_id.as_str();
+    let reported = ctx.cosmos.account_endpoint(account_id).await?;
+    let endpoint = target.endpoint.clone().unwrap_or(reported);
+
+    let Some(_guard) = ctx.account_locks.try_lock(account_id) else {
+        // A grant is writing on this account right now; converge on the next pass.
+        return Ok(endpoint);
+    };
+    converge_role_definitions(name, target, ctx).await?;
+    repair_drift(target, using, ctx).await?;
+    Ok(endpoint)
+}
+
+/// Role name of a custom role definition owned by target `target`.
+fn owned_role_name(target: &str, role: &str) -> String {
+    format!("dbgrant/{target}/{role}")
+}
+
+async fn converge_role_definitions(
+    name: &str,
+    target: &CosmosTarget,
+    ctx: &Context,
+) -> Result<(), BackendError> {
+    let account_id = target.account_resource_id.as_str();
+    let existing = ctx.cosmos.list_role_definitions(account_id).await?;
+    let mut wanted = HashSet::new();
+    for (role, spec) in &target.roles {
+        let definition = RoleDefinition {
+            guid: cosmos::custom_role_guid(target, role),
+            role_name: owned_role_name(name, role),
+            data_actions: spec.data_actions.clone(),
+            assignable_scopes: vec![account_id.to_string()],
+            built_in: false,
+        };
+        wanted.insert(definition.guid.clone());
+        let current = existing
+            .iter()
+            .find(|d| d.guid.eq_ignore_ascii_case(&definition.guid));
+        let same = current.is_some_and(|d| {
+            d.role_name == definition.role_name && d.data_actions == definition.data_actions
+        });
+        if !same {
+            ctx.cosmos
+                .put_role_definition(account_id, &definition)
+                .await?;
+        }
+    }
+    let prefix = owned_role_name(name, "");
+    for stale in existing
+        .iter()
+        .filter(|d| !d.built_in && d.role_name.starts_with(&prefix))
+        .filter(|d| !wanted.contains(&d.guid.to_ascii_lowercase()))
+    {
+        ctx.cosmos
+            .delete_role_definition(account_id, &stale.guid)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Restore assignments that Ready grants rely on but Azure no longer has.
+async fn repair_drift(
+    target: &CosmosTarget,
+    using: &[Arc<DatabaseAccessGrant>],
+    ctx: &Context,
+) -> Result<(), BackendError> {
+    let account_id = target.account_resource_id.as_str();
+    let expected: Vec<(&Arc<DatabaseAccessGrant>, RoleAssignment)> = using
+        .iter()
+        .filter(|g| g.metadata.deletion_timestamp.is_none())
+        .filter_map(|g| expected_assignment(g, target).map(|a| (g, a)))
+        .collect();
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let present: HashSet<String> = ctx
+        .cosmos
+        .list_role_assignments(account_id)
+        .await?
+        .into_iter()
+        .map(|a| a.guid.to_ascii_lowercase())
+        .collect();
+    let mut restored = HashSet::new();
+    for (grant, assignment) in expected {
+        if present.contains(&assignment.guid.to_ascii_lowercase()) {
+            continue;
+        }
+        if restored.insert(assignment.guid.clone()) {
+            ctx.cosmos
+                .put_role_assignment(account_id, &assignment)
+                .await?;
+            ctx.metrics.drift_restored();
+        }
+        report::event(
+            &ctx.recorder,
+            grant.as_ref(),
+            true,
+            "DriftRestored",
+            format!(
+                "role assignment {} was missing in Azure and has been restored",
+                assignment.guid
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// The assignment a Ready grant recorded, rebuilt from its status and spec.
+fn expected_assignment(
+    grant: &DatabaseAccessGrant,
+    target: &CosmosTarget,
+) -> Option<RoleAssignment> {
+    let status = grant.status.as_ref()?;
+    let granted = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "AccessGranted" && c.status == "True");
+    if !granted {
+        return None;
+    }
+    let recorded = status.role_assignment_id.as_deref()?;
+    let (_, guid) = recorded.rsplit_once("/sqlRoleAssignments/")?;
+    let role_guid = cosmos::role_definition_guid(target, &grant.spec.role)?;
+    let role_definition_id = cosmos::role_definition_id(&target.account_resource_id, &role_guid);
+    let principal_id = status.principal_id.clone()?;
+    let scope = status.scope.clone()?;
+    // Only restore what the deterministic id says this grant owns; anything else is stale.
+    let expected_guid = cosmos::role_assignment_guid(&principal_id, &role_definition_id, &scope);
+    if !expected_guid.eq_ignore_ascii_case(guid) {
+        return None;
+    }
+    Some(RoleAssignment {
+        guid: expected_guid,
+        role_definition_id,
+        scope,
+        principal_id,
+    })
 }
 
 /// Decide when to retry a failed reconcile.
-pub fn error_policy(_target: Arc<DatabaseTarget>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    target: Arc<DatabaseTarget>,
+    error: &crate::error::Error,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics.reconcile_finished(CONTROLLER, false);
-    requeue_after_error(CONTROLLER, error, &ctx)
+    ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
+    tracing::warn!(target = %target.name_any(), error = %error, "target reconcile failed");
+    if error.is_transient() {
+        Action::requeue(
+            ctx.backoff
+                .next_delay(&ObjectRef::from_obj(target.as_ref()).erase(), None),
+        )
+    } else {
+        Action::await_change()
+    }
 }
