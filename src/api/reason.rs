@@ -156,6 +156,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_reason_is_explained_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        for reason in Reason::ALL {
+            assert!(
+                readme.contains(&format!("`{}`", reason.as_str())),
+                "README.md does not explain reason {reason}"
+            );
+        }
+    }
+
+    #[test]
     fn reasons_are_unique_camel_case_words() {
         let mut seen = HashSet::new();
         for reason in Reason::ALL {
