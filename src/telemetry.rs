@@ -6,13 +6,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
+use crate::api::DatabaseAccessGrant;
 use crate::settings::LogFormat;
 
 /// Install the global tracing subscriber. Fails on a malformed filter.
@@ -141,6 +145,15 @@ impl Metrics {
         self.drift_restored.inc();
     }
 
+    /// Export the number of grants per Ready state and reason, read from `store` at scrape time
+    /// (so the figure can never drift from what the controller sees).
+    pub fn register_grant_states(&self, store: Store<DatabaseAccessGrant>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register_collector(Box::new(GrantStates { store }));
+    }
+
     /// Render every metric in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -153,6 +166,54 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Labels of the grants-by-state gauge: the Ready status and its reason (closed sets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrantStateLabels {
+    ready: String,
+    reason: String,
+}
+
+/// Counts grants by Ready state on each scrape.
+struct GrantStates {
+    store: Store<DatabaseAccessGrant>,
+}
+
+impl std::fmt::Debug for GrantStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantStates").finish_non_exhaustive()
+    }
+}
+
+impl Collector for GrantStates {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<GrantStateLabels, Gauge>::default();
+        for grant in self.store.state() {
+            let ready = grant
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+            let labels = match ready {
+                Some(c) => GrantStateLabels {
+                    ready: c.status.clone(),
+                    reason: c.reason.clone(),
+                },
+                None => GrantStateLabels {
+                    ready: "Unknown".to_string(),
+                    reason: "NotReconciled".to_string(),
+                },
+            };
+            family.get_or_create(&labels).inc();
+        }
+        let metric = encoder.encode_descriptor(
+            "grants",
+            "Grants by Ready status and reason",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
     }
 }
 
@@ -196,5 +257,53 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn grants_are_counted_by_ready_state_at_scrape_time() {
+        use kube::runtime::{reflector, watcher};
+
+        let (reader, mut writer) = reflector::store::<DatabaseAccessGrant>();
+        let grant = |name: &str, ready: Option<(&str, &str)>| {
+            let mut value = serde_json::json!({
+                "apiVersion": "dbgrant.io/v1alpha1",
+                "kind": "DatabaseAccessGrant",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"serviceAccountName": "api", "target": "t", "role": "reader"},
+            });
+            if let Some((status, reason)) = ready {
+                value["status"] = serde_json::json!({"conditions": [{
+                    "type": "Ready", "status": status, "reason": reason, "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"
+                }]});
+            }
+            serde_json::from_value::<DatabaseAccessGrant>(value).expect("valid grant")
+        };
+        for g in [
+            grant("a", Some(("True", "Ready"))),
+            grant("b", Some(("True", "Ready"))),
+            grant("c", Some(("False", "PolicyDenied"))),
+            grant("d", None),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(g));
+        }
+        let metrics = Metrics::new();
+        metrics.register_grant_states(reader);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"
+dbgrant_grants{ready="True",reason="Ready"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grants{ready="False",reason="PolicyDenied"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grants{ready="Unknown",reason="NotReconciled"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -135,6 +135,7 @@ pub async fn run(
         .with_config(config)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
 
+    metrics.register_grant_states(grant_store.clone());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
