@@ -2,4 +2,6 @@
 //! real clients accept, used by the end-to-end tests, the sandbox and the benchmarks.
 //! Nothing here is ever linked into the operator binary.
 
+pub mod azure;
+pub mod kube;
 pub mod tls;

@@ -63,12 +63,16 @@ impl Scope {
         }
     }
 
-    /// The database the scope is in, if any (what the access probe reads).
-    pub fn database(&self) -> Option<&str> {
+    /// The data-plane path of the scope relative to the account endpoint (`""`, `dbs/{db}` or
+    /// `dbs/{db}/colls/{coll}`): what the access probe reads.
+    pub fn data_plane_path(&self) -> String {
         match self {
-            Self::Account => None,
-            Self::Database(db) => Some(db),
-            Self::Container { database, .. } => Some(database),
+            Self::Account => String::new(),
+            Self::Database(db) => format!("dbs/{db}"),
+            Self::Container {
+                database,
+                container,
+            } => format!("dbs/{database}/colls/{container}"),
         }
     }
 }
@@ -208,12 +212,13 @@ pub trait CosmosAccess: Send + Sync {
         guid: &str,
     ) -> Result<(), BackendError>;
 
-    /// Read database metadata (or the account's, without a database) on the data plane with
-    /// the workload's token: `Ok(true)` when allowed, `Ok(false)` when refused (403).
+    /// Read the metadata of the scope itself (account, database or container) on the data plane
+    /// with the workload's token — the narrowest read the assignment must allow:
+    /// `Ok(true)` when allowed, `Ok(false)` when refused (401/403).
     async fn probe(
         &self,
         endpoint: &str,
-        database: Option<&str>,
+        scope: &Scope,
         access_token: &Secret,
     ) -> Result<bool, BackendError>;
 }

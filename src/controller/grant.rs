@@ -363,7 +363,7 @@ async fn evaluate(
         };
         match ctx
             .cosmos
-            .probe(&endpoint, scope.database(), &identity.access_token)
+            .probe(&endpoint, &scope, &identity.access_token)
             .await
         {
             Ok(true) => {
@@ -434,9 +434,9 @@ async fn evaluate(
 }
 
 fn probe_path(scope: &Scope) -> String {
-    match scope.database() {
-        Some(db) => format!("dbs/{db}"),
-        None => "the account".to_string(),
+    match scope {
+        Scope::Account => "the account".to_string(),
+        _ => scope.data_plane_path(),
     }
 }
 
