@@ -5,6 +5,7 @@
 //! `telemetry` logging and metrics; `settings` every flag the binary takes; `run` wires them.
 
 pub mod api;
+pub mod azure;
 pub mod backend;
 pub mod controller;
 pub mod error;

@@ -112,7 +112,21 @@ async fn wait_for_signal() {
 ///
 /// # Errors
 /// Fails when the Azure settings are incomplete or inconsistent.
-pub async fn azure_access(_args: &RunArgs) -> anyhow::Result<Arc<dyn CosmosAccess>> {
-    // Wired to the ARM/Entra client in `azure/` once it lands (issue 5).
-    anyhow::bail!("the Azure client is not wired yet")
+pub async fn azure_access(args: &RunArgs) -> anyhow::Result<Arc<dyn CosmosAccess>> {
+    let config = args
+        .azure
+        .to_config(args.azure_tenant_id.as_deref())
+        .context("Azure settings")?;
+    tracing::info!(
+        cloud = ?config.cloud,
+        authority = %config.authority_host,
+        arm = %config.arm_endpoint,
+        credential = ?config.credential,
+        "Azure client configured"
+    );
+    // Metrics' Azure family is process-wide, so this handle feeds the served registry.
+    let cosmos = crate::azure::AzureCosmos::new(config, Some(Metrics::new()))
+        .await
+        .context("building the Azure client")?;
+    Ok(Arc::new(cosmos))
 }

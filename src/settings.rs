@@ -23,6 +23,10 @@ pub struct Cli {
 
 /// The binary's subcommands.
 #[derive(Subcommand, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only complicate its users"
+)]
 pub enum Command {
     /// Run the operator: both controllers plus the /livez, /readyz and /metrics endpoints.
     Run(RunArgs),
@@ -58,6 +62,10 @@ pub struct RunArgs {
     /// no `azure.workload.identity/tenant-id` annotation. Also the operator's own tenant.
     #[arg(long, env = "AZURE_TENANT_ID")]
     pub azure_tenant_id: Option<String>,
+
+    /// The operator's Azure cloud, endpoints and credential.
+    #[command(flatten)]
+    pub azure: crate::azure::AzureArgs,
 
     /// Path of a kubeconfig to use (development). Default: `KUBECONFIG`, then
     /// `~/.kube/config`, then the in-cluster ServiceAccount.

@@ -49,6 +49,20 @@ pub struct FailureLabels {
     pub reason: &'static str,
 }
 
+/// Labels of one Azure HTTP request: the logical operation and how it ended (closed sets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AzureRequestLabels {
+    /// `account_get`, `role_assignment_put`, `lro_poll`, `token_exchange`, …
+    pub operation: &'static str,
+    /// `success`, `throttled`, `client_error`, `server_error`, `transport_error` or `timeout`.
+    pub result: &'static str,
+}
+
+/// Azure requests, process-wide: the Azure client is built before the controllers' registry
+/// exists, so every `Metrics` exports this one family.
+static AZURE_REQUESTS: std::sync::LazyLock<Family<AzureRequestLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
 /// The operator's metrics. Cheap to clone; every clone feeds the same registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -104,6 +118,11 @@ impl Metrics {
             "Role assignments found missing in Azure and restored",
             drift_restored.clone(),
         );
+        registry.register(
+            "azure_requests",
+            "HTTP requests to Azure, by operation and result",
+            AZURE_REQUESTS.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             reconciles,
@@ -143,6 +162,13 @@ impl Metrics {
     /// Count one role assignment restored after drift.
     pub fn drift_restored(&self) {
         self.drift_restored.inc();
+    }
+
+    /// Count one HTTP request to Azure.
+    pub fn azure_request(&self, operation: &'static str, result: &'static str) {
+        AZURE_REQUESTS
+            .get_or_create(&AzureRequestLabels { operation, result })
+            .inc();
     }
 
     /// Export the number of grants per Ready state and reason, read from `store` at scrape time

@@ -1,0 +1,504 @@
+//! `AzureCosmos`: the real [`CosmosAccess`] — Cosmos DB accounts and SQL RBAC through ARM
+//! (api-version 2025-10-15), the workload identity exchange at Entra ID, and the data-plane
+//! access probe. One method per logical Azure operation; each makes its calls in one place.
+
+use std::sync::Arc;
+
+use azure_core::credentials::Secret;
+use azure_core::http::policies::Policy;
+use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
+use azure_core::http::{Method, Url};
+use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::arm::{Arm, COSMOS_API_VERSION};
+use super::config::AzureConfig;
+use super::error::arm_failure;
+use super::pipeline::{self, Call, Http};
+use super::{credential, entra};
+use crate::api::Reason;
+use crate::backend::cosmos::{CosmosAccess, RoleAssignment, RoleDefinition, Scope};
+use crate::backend::{BackendError, ResolvedIdentity};
+use crate::telemetry::Metrics;
+
+/// The operator's Azure client for Cosmos DB.
+pub struct AzureCosmos {
+    arm: Arm,
+    /// Unauthenticated pipeline: Entra token exchange and the data-plane probe carry their own
+    /// credentials.
+    plain: Http,
+    authority_host: Url,
+    cosmos_scope: String,
+}
+
+impl std::fmt::Debug for AzureCosmos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureCosmos")
+            .field("authority_host", &self.authority_host.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureCosmos {
+    /// Build the client: TLS (system roots plus the extra CA), the operator's credential, and
+    /// the pipelines. No network call is made here.
+    ///
+    /// # Errors
+    /// When the extra CA bundle is unusable or the credential cannot be configured.
+    pub async fn new(config: AzureConfig, metrics: Option<Metrics>) -> anyhow::Result<Self> {
+        let transport = pipeline::transport(config.extra_ca_pem.as_deref())?;
+        let token = credential::build(
+            &config.credential,
+            &config.tenant_id,
+            &config.authority_host,
+            transport.clone(),
+        )?;
+        let arm_scope = config.cloud.arm_scope(&config.arm_endpoint);
+        let bearer: Arc<dyn Policy> =
+            Arc::new(BearerTokenAuthorizationPolicy::new(token, [arm_scope]));
+        let arm_http = Http::new(
+            pipeline::pipeline(transport.clone(), vec![bearer]),
+            config.timing.clone(),
+            metrics.clone(),
+        );
+        let plain = Http::new(
+            pipeline::pipeline(transport, Vec::new()),
+            config.timing,
+            metrics,
+        );
+        Ok(Self {
+            arm: Arm::new(arm_http, config.arm_endpoint),
+            plain,
+            authority_host: config.authority_host,
+            cosmos_scope: config.cloud.cosmos_scope(),
+        })
+    }
+}
+
+/// A validated Cosmos DB account id, normalised without a trailing slash.
+fn account_path(account_id: &str) -> Result<&str, BackendError> {
+    let trimmed = account_id.trim_end_matches('/');
+    let segments: Vec<&str> = trimmed.split('/').collect();
+    let shape_ok = segments.len() == 9
+        && segments[0].is_empty()
+        && segments[1].eq_ignore_ascii_case("subscriptions")
+        && segments[3].eq_ignore_ascii_case("resourceGroups")
+        && segments[5].eq_ignore_ascii_case("providers")
+        && segments[6].eq_ignore_ascii_case("Microsoft.DocumentDB")
+        && segments[7].eq_ignore_ascii_case("databaseAccounts");
+    let chars_ok = segments[1..].iter().all(|s| {
+        !s.is_empty()
+            && *s != "."
+            && *s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
+    });
+    if shape_ok && chars_ok {
+        Ok(trimmed)
+    } else {
+        Err(BackendError::new(
+            Reason::InvalidSpec,
+            format!("'{account_id}' is not a Cosmos DB account resource id"),
+        ))
+    }
+}
+
+/// A GUID of a role definition or assignment (it becomes a path segment).
+fn guid_segment(guid: &str) -> Result<&str, BackendError> {
+    if !guid.is_empty() && guid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        Ok(guid)
+    } else {
+        Err(BackendError::new(
+            Reason::InvalidSpec,
+            format!("'{guid}' is not a GUID"),
+        ))
+    }
+}
+
+fn last_segment(id: &str) -> String {
+    id.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[derive(Deserialize)]
+struct Account {
+    #[serde(default)]
+    properties: AccountProperties,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AccountProperties {
+    #[serde(default)]
+    document_endpoint: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Resource<P> {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    properties: P,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DefinitionProperties {
+    #[serde(default)]
+    role_name: String,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    assignable_scopes: Vec<String>,
+    #[serde(default)]
+    permissions: Vec<Permission>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Permission {
+    #[serde(default)]
+    data_actions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AssignmentProperties {
+    #[serde(default)]
+    role_definition_id: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    principal_id: String,
+}
+
+fn guid_of<P>(resource: &Resource<P>) -> String {
+    if resource.name.is_empty() {
+        last_segment(&resource.id)
+    } else {
+        resource.name.clone()
+    }
+}
+
+impl From<Resource<DefinitionProperties>> for RoleDefinition {
+    fn from(r: Resource<DefinitionProperties>) -> Self {
+        let guid = guid_of(&r);
+        let p = r.properties;
+        RoleDefinition {
+            guid,
+            role_name: p.role_name,
+            data_actions: p
+                .permissions
+                .into_iter()
+                .flat_map(|perm| perm.data_actions)
+                .collect(),
+            assignable_scopes: p.assignable_scopes,
+            built_in: p.kind.eq_ignore_ascii_case("BuiltInRole"),
+        }
+    }
+}
+
+impl From<Resource<AssignmentProperties>> for RoleAssignment {
+    fn from(r: Resource<AssignmentProperties>) -> Self {
+        let guid = guid_of(&r);
+        let p = r.properties;
+        RoleAssignment {
+            guid,
+            role_definition_id: p.role_definition_id,
+            scope: p.scope,
+            principal_id: p.principal_id,
+        }
+    }
+}
+
+/// The request body of a custom role definition.
+pub fn role_definition_body(definition: &RoleDefinition) -> serde_json::Value {
+    json!({
+        "properties": {
+            "roleName": definition.role_name,
+            "type": "CustomRole",
+            "assignableScopes": definition.assignable_scopes,
+            "permissions": [{
+                "dataActions": definition.data_actions,
+                "notDataActions": [],
+            }],
+        }
+    })
+}
+
+/// The request body of a role assignment.
+pub fn role_assignment_body(assignment: &RoleAssignment) -> serde_json::Value {
+    json!({
+        "properties": {
+            "roleDefinitionId": assignment.role_definition_id,
+            "scope": assignment.scope,
+            "principalId": assignment.principal_id,
+        }
+    })
+}
+
+/// The data-plane `Authorization` header for an Entra token, URL-encoded as Cosmos DB expects.
+fn data_plane_authorization(token: &Secret) -> String {
+    let raw = format!("type=aad&ver=1.0&sig={}", token.secret());
+    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+}
+
+/// `x-ms-date`: the current time in RFC 1123 form, always GMT.
+fn rfc1123_now() -> String {
+    Timestamp::now()
+        .strftime("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+impl AzureCosmos {
+    fn child_url(&self, account_id: &str, child: &str) -> Result<Url, BackendError> {
+        let account = account_path(account_id)?;
+        self.arm
+            .url(&format!("{account}/{child}"), COSMOS_API_VERSION)
+    }
+}
+
+#[async_trait::async_trait]
+impl CosmosAccess for AzureCosmos {
+    async fn resolve_identity(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        service_account_token: &Secret,
+    ) -> Result<ResolvedIdentity, BackendError> {
+        entra::exchange(
+            &self.plain,
+            &self.authority_host,
+            tenant_id,
+            client_id,
+            service_account_token,
+            &self.cosmos_scope,
+        )
+        .await
+    }
+
+    async fn account_endpoint(&self, account_id: &str) -> Result<String, BackendError> {
+        let account = account_path(account_id)?;
+        let url = self.arm.url(account, COSMOS_API_VERSION)?;
+        let what = format!("reading Cosmos DB account {account}");
+        let found: Account = self
+            .arm
+            .get("account_get", &what, url)
+            .await
+            .map_err(|mut e| {
+                if e.reason == Reason::TargetNotReady {
+                    e.message =
+                        format!("Cosmos DB account {account} was not found ({})", e.message);
+                }
+                e
+            })?;
+        found.properties.document_endpoint.ok_or_else(|| {
+            BackendError::new(
+                Reason::TargetNotReady,
+                format!("{what}: the account has no documentEndpoint yet"),
+            )
+        })
+    }
+
+    async fn list_role_definitions(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<RoleDefinition>, BackendError> {
+        let url = self.child_url(account_id, "sqlRoleDefinitions")?;
+        let what = format!("listing the SQL role definitions of {account_id}");
+        let items: Vec<Resource<DefinitionProperties>> =
+            self.arm.list("role_definitions_list", &what, url).await?;
+        Ok(items.into_iter().map(RoleDefinition::from).collect())
+    }
+
+    async fn put_role_definition(
+        &self,
+        account_id: &str,
+        definition: &RoleDefinition,
+    ) -> Result<(), BackendError> {
+        let guid = guid_segment(&definition.guid)?;
+        let url = self.child_url(account_id, &format!("sqlRoleDefinitions/{guid}"))?;
+        let what = format!(
+            "writing SQL role definition {guid} ({})",
+            definition.role_name
+        );
+        self.arm
+            .put(
+                "role_definition_put",
+                &what,
+                url,
+                &role_definition_body(definition),
+            )
+            .await
+    }
+
+    async fn delete_role_definition(
+        &self,
+        account_id: &str,
+        guid: &str,
+    ) -> Result<(), BackendError> {
+        let guid = guid_segment(guid)?;
+        let url = self.child_url(account_id, &format!("sqlRoleDefinitions/{guid}"))?;
+        let what = format!("deleting SQL role definition {guid}");
+        self.arm.delete("role_definition_delete", &what, url).await
+    }
+
+    async fn list_role_assignments(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<RoleAssignment>, BackendError> {
+        let url = self.child_url(account_id, "sqlRoleAssignments")?;
+        let what = format!("listing the SQL role assignments of {account_id}");
+        let items: Vec<Resource<AssignmentProperties>> =
+            self.arm.list("role_assignments_list", &what, url).await?;
+        Ok(items.into_iter().map(RoleAssignment::from).collect())
+    }
+
+    async fn put_role_assignment(
+        &self,
+        account_id: &str,
+        assignment: &RoleAssignment,
+    ) -> Result<(), BackendError> {
+        let guid = guid_segment(&assignment.guid)?;
+        let url = self.child_url(account_id, &format!("sqlRoleAssignments/{guid}"))?;
+        let what = format!(
+            "writing SQL role assignment {guid} for principal {}",
+            assignment.principal_id
+        );
+        self.arm
+            .put(
+                "role_assignment_put",
+                &what,
+                url,
+                &role_assignment_body(assignment),
+            )
+            .await
+    }
+
+    async fn delete_role_assignment(
+        &self,
+        account_id: &str,
+        guid: &str,
+    ) -> Result<(), BackendError> {
+        let guid = guid_segment(guid)?;
+        let url = self.child_url(account_id, &format!("sqlRoleAssignments/{guid}"))?;
+        let what = format!("deleting SQL role assignment {guid}");
+        self.arm.delete("role_assignment_delete", &what, url).await
+    }
+
+    async fn probe(
+        &self,
+        endpoint: &str,
+        scope: &Scope,
+        access_token: &Secret,
+    ) -> Result<bool, BackendError> {
+        let base = Url::parse(endpoint)
+            .ok()
+            .filter(|u| u.scheme() == "https")
+            .ok_or_else(|| {
+                BackendError::new(
+                    Reason::TargetNotReady,
+                    format!("the account endpoint '{endpoint}' is not an https URL"),
+                )
+            })?;
+        let path = scope.data_plane_path();
+        let url = super::cloud::with_trailing_slash(base)
+            .join(&path)
+            .map_err(|e| {
+                BackendError::new(Reason::InvalidSpec, format!("probing '{path}': {e}"))
+            })?;
+        let what = format!("reading /{path} on the data plane");
+        let reply = self
+            .plain
+            .send(&Call {
+                operation: "data_plane_probe",
+                what: &what,
+                method: Method::Get,
+                url,
+                headers: vec![
+                    ("authorization", data_plane_authorization(access_token)),
+                    ("x-ms-date", rfc1123_now()),
+                    ("x-ms-version", "2018-12-31".to_string()),
+                ],
+                body: None,
+            })
+            .await?;
+        match reply.status {
+            200..=299 => Ok(true),
+            401 | 403 => Ok(false),
+            404 => Err(BackendError::new(
+                Reason::InvalidSpec,
+                format!("{what}: the database or container does not exist"),
+            )),
+            status => Err(arm_failure(
+                &what,
+                Some(status),
+                &reply.body,
+                reply.retry_after(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCOUNT: &str =
+        "/subscriptions/s-1/resourceGroups/rg/providers/Microsoft.DocumentDB/databaseAccounts/acct";
+
+    #[test]
+    fn account_ids_are_validated() {
+        assert_eq!(account_path(&format!("{ACCOUNT}/")), Ok(ACCOUNT));
+        for bad in [
+            "/subscriptions/s/resourceGroups/rg",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DocumentDB/databaseAccounts/a?x=1",
+            "/subscriptions/s/resourceGroups/../providers/Microsoft.DocumentDB/databaseAccounts/a",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/a",
+        ] {
+            assert_eq!(
+                account_path(bad).map_err(|e| e.reason),
+                Err(Reason::InvalidSpec),
+                "{bad}"
+            );
+        }
+        assert!(guid_segment("../x").is_err());
+    }
+
+    #[test]
+    fn data_plane_authorization_is_url_encoded() {
+        let header = data_plane_authorization(&Secret::new("a.b+c"));
+        assert_eq!(header, "type%3Daad%26ver%3D1.0%26sig%3Da.b%2Bc");
+    }
+
+    #[test]
+    fn x_ms_date_is_rfc1123_gmt() {
+        let date = rfc1123_now();
+        assert!(date.ends_with(" GMT"), "{date}");
+        assert!(
+            k8s_openapi::jiff::fmt::rfc2822::parse(&date.replace("GMT", "+0000")).is_ok(),
+            "{date}"
+        );
+    }
+
+    #[test]
+    fn definitions_flatten_permissions_and_know_built_ins() {
+        let body = serde_json::json!({
+            "id": format!("{ACCOUNT}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000001"),
+            "name": "00000000-0000-0000-0000-000000000001",
+            "properties": {"roleName": "Reader", "type": "BuiltInRole", "assignableScopes": [ACCOUNT],
+                "permissions": [{"dataActions": ["a"]}, {"dataActions": ["b"], "notDataActions": []}]}
+        });
+        let parsed: Resource<DefinitionProperties> =
+            serde_json::from_value(body).expect("definition");
+        let definition = RoleDefinition::from(parsed);
+        assert!(definition.built_in);
+        assert_eq!(definition.data_actions, vec!["a", "b"]);
+        assert_eq!(definition.guid, "00000000-0000-0000-0000-000000000001");
+    }
+}

@@ -1,0 +1,27 @@
+//! The operator's Azure client: the one real [`CosmosAccess`](crate::backend::cosmos::CosmosAccess)
+//! implementation ([`AzureCosmos`]), built on azure_core's pipeline with a rustls (ring)
+//! transport.
+//!
+//! - `cloud`: public, China, US Government and custom endpoints and audiences;
+//! - `config`: the `dbgrant run` flags and the resolved [`AzureConfig`];
+//! - `pipeline`: TLS (system roots plus an extra CA), the pipeline, the retry loop;
+//! - `arm`: typed ARM calls, paging and the long-running-operation protocol;
+//! - `error`: Azure and Entra error bodies mapped to condition reasons;
+//! - `entra`: the workload identity exchange and token claims;
+//! - `credential`: the operator's own ARM credential (azure_identity);
+//! - `cosmos`: Cosmos DB accounts, SQL RBAC and the data-plane probe.
+
+pub mod arm;
+pub mod cloud;
+pub mod config;
+pub mod cosmos;
+pub mod credential;
+pub mod entra;
+pub mod error;
+pub mod pipeline;
+
+pub use cloud::Cloud;
+pub use config::{AzureArgs, AzureConfig};
+pub use cosmos::AzureCosmos;
+pub use credential::OperatorCredential;
+pub use pipeline::Timing;
