@@ -89,6 +89,21 @@ impl Arm {
         decode(what, &reply.body)
     }
 
+    /// GET one resource; `None` when it does not exist (404).
+    pub async fn get_optional<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        what: &str,
+        url: Url,
+    ) -> Result<Option<T>, BackendError> {
+        let reply = self.call(operation, what, Method::Get, url, None).await?;
+        match reply.status {
+            404 => Ok(None),
+            _ if reply.is_success() => decode(what, &reply.body).map(Some),
+            _ => Err(failure(what, &reply)),
+        }
+    }
+
     /// GET a collection, following `nextLink` until it is absent.
     pub async fn list<T: DeserializeOwned>(
         &self,

@@ -9,7 +9,7 @@ use azure_core::http::Url;
 pub enum Cloud {
     /// Azure public cloud.
     #[default]
-    #[value(name = "AzurePublicCloud")]
+    #[value(name = "AzurePublicCloud", alias = "AzureCloud")]
     AzurePublicCloud,
     /// Azure operated by 21Vianet in China.
     #[value(name = "AzureChinaCloud")]
