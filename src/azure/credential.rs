@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{ClientOptions, Transport, Url};
+use azure_core::http::{ClientOptions, RetryOptions, Transport, Url};
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
@@ -70,6 +70,9 @@ pub fn build(
     cloud.authority_host = authority_host.as_str().trim_end_matches('/').to_string();
     let client_options = ClientOptions {
         transport: Some(transport),
+        // The ARM call that needed the token is retried by our own bounded loop; retrying here
+        // too would multiply the attempts and hide an unreachable Entra ID for minutes.
+        retry: RetryOptions::none(),
         cloud: Some(Arc::new(CloudConfiguration::from(cloud))),
         ..ClientOptions::default()
     };
