@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     version,
     about,
     long_about = None,
-    after_help = "Every flag of `dbgrant run` can also be set through the environment variable shown in `dbgrant run --help` (DBGRANT_HTTP_ADDR, DBGRANT_LOG_FORMAT, DBGRANT_LOG, DBGRANT_CONCURRENCY, DBGRANT_RESYNC_INTERVAL); the Kubernetes connection follows KUBECONFIG, ~/.kube/config, then the in-cluster ServiceAccount."
+    after_help = "Every flag of `dbgrant run` can also be set through the environment variable shown in `dbgrant run --help` (DBGRANT_HTTP_ADDR, DBGRANT_LOG_FORMAT, DBGRANT_LOG, DBGRANT_CONCURRENCY, DBGRANT_RESYNC_INTERVAL; Azure: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE or AZURE_CLIENT_SECRET, AZURE_CLOUD, AZURE_AUTHORITY_HOST, DBGRANT_ARM_ENDPOINT, DBGRANT_AZURE_EXTRA_CA_FILE); the Kubernetes connection follows KUBECONFIG, ~/.kube/config, then the in-cluster ServiceAccount."
 )]
 pub struct Cli {
     /// What to do.

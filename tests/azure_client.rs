@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::Secret;
-use azure_server::{ARM_TOKEN, Answer, CLIENT_SECRET, TENANT, TestAzure, jwt, within};
+use azure_server::{
+    ARM_TOKEN, Answer, CLIENT_SECRET, OPERATOR_CLIENT_ID, TENANT, TestAzure, jwt, within,
+};
 use dbgrant::api::Reason;
-use dbgrant::azure::AzureCosmos;
+use dbgrant::azure::{AzureCosmos, OperatorCredential};
 use dbgrant::backend::cosmos::{CosmosAccess, RoleAssignment, Scope};
 use dbgrant::telemetry::Metrics;
 use dbgrant_sim::tls::TlsMaterial;
@@ -456,6 +458,11 @@ async fn a_server_signed_by_an_unknown_ca_is_refused_clearly() {
         "{}",
         err.message
     );
+    assert!(
+        err.message.contains("DBGRANT_AZURE_EXTRA_CA_FILE"),
+        "{}",
+        err.message
+    );
     assert!(server.all_requests().is_empty(), "no request got through");
 }
 
@@ -500,5 +507,35 @@ async fn the_operator_token_is_requested_with_its_secret_and_never_shown() {
             r#"azure_requests_total{operation="role_definitions_list",result="client_error"}"#
         ),
         "{exposition}"
+    );
+}
+
+#[tokio::test]
+async fn in_a_cluster_the_operator_exchanges_its_projected_token() {
+    let server = TestAzure::start(|_| empty_list()).await;
+    let token_file = std::env::temp_dir().join(format!(
+        "dbgrant-azure-test-{}-{}",
+        std::process::id(),
+        server.base.port().unwrap_or_default()
+    ));
+    std::fs::write(&token_file, "operator-projected-sa-token").expect("token file");
+    let mut config = server.config();
+    config.credential = OperatorCredential::WorkloadIdentity {
+        client_id: OPERATOR_CLIENT_ID.to_string(),
+        token_file: token_file.clone(),
+    };
+    let client = AzureCosmos::new(config, None).await.expect("client");
+    let listed = within(client.list_role_assignments(ACCOUNT)).await;
+    let _ = std::fs::remove_file(&token_file);
+    assert_eq!(listed, Ok(Vec::new()));
+    let form = server.all_requests()[0].form();
+    assert_eq!(form["client_assertion"], "operator-projected-sa-token");
+    assert_eq!(
+        form["client_assertion_type"],
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    );
+    assert_eq!(
+        server.requests()[0].header("authorization"),
+        Some(format!("Bearer {ARM_TOKEN}").as_str())
     );
 }

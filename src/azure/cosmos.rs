@@ -9,12 +9,14 @@ use azure_core::http::policies::Policy;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
 use azure_core::http::{Method, Url};
 use k8s_openapi::jiff::Timestamp;
-use serde::Deserialize;
-use serde_json::json;
 
 use super::arm::{Arm, COSMOS_API_VERSION};
 use super::config::AzureConfig;
 use super::error::arm_failure;
+use super::models::{
+    Account, AssignmentProperties, DefinitionProperties, Resource, role_assignment_body,
+    role_definition_body,
+};
 use super::pipeline::{self, Call, Http};
 use super::{credential, entra};
 use crate::api::Reason;
@@ -120,132 +122,6 @@ fn guid_segment(guid: &str) -> Result<&str, BackendError> {
             format!("'{guid}' is not a role definition or assignment id"),
         ))
     }
-}
-
-fn last_segment(id: &str) -> String {
-    id.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-#[derive(Deserialize)]
-struct Account {
-    #[serde(default)]
-    properties: AccountProperties,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct AccountProperties {
-    #[serde(default)]
-    document_endpoint: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Resource<P> {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    name: String,
-    properties: P,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DefinitionProperties {
-    #[serde(default)]
-    role_name: String,
-    #[serde(default, rename = "type")]
-    kind: String,
-    #[serde(default)]
-    assignable_scopes: Vec<String>,
-    #[serde(default)]
-    permissions: Vec<Permission>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Permission {
-    #[serde(default)]
-    data_actions: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AssignmentProperties {
-    #[serde(default)]
-    role_definition_id: String,
-    #[serde(default)]
-    scope: String,
-    #[serde(default)]
-    principal_id: String,
-}
-
-fn guid_of<P>(resource: &Resource<P>) -> String {
-    if resource.name.is_empty() {
-        last_segment(&resource.id)
-    } else {
-        resource.name.clone()
-    }
-}
-
-impl From<Resource<DefinitionProperties>> for RoleDefinition {
-    fn from(r: Resource<DefinitionProperties>) -> Self {
-        let guid = guid_of(&r);
-        let p = r.properties;
-        RoleDefinition {
-            guid,
-            role_name: p.role_name,
-            data_actions: p
-                .permissions
-                .into_iter()
-                .flat_map(|perm| perm.data_actions)
-                .collect(),
-            assignable_scopes: p.assignable_scopes,
-            built_in: p.kind.eq_ignore_ascii_case("BuiltInRole"),
-        }
-    }
-}
-
-impl From<Resource<AssignmentProperties>> for RoleAssignment {
-    fn from(r: Resource<AssignmentProperties>) -> Self {
-        let guid = guid_of(&r);
-        let p = r.properties;
-        RoleAssignment {
-            guid,
-            role_definition_id: p.role_definition_id,
-            scope: p.scope,
-            principal_id: p.principal_id,
-        }
-    }
-}
-
-/// The request body of a custom role definition.
-pub fn role_definition_body(definition: &RoleDefinition) -> serde_json::Value {
-    json!({
-        "properties": {
-            "roleName": definition.role_name,
-            "type": "CustomRole",
-            "assignableScopes": definition.assignable_scopes,
-            "permissions": [{
-                "dataActions": definition.data_actions,
-                "notDataActions": [],
-            }],
-        }
-    })
-}
-
-/// The request body of a role assignment.
-pub fn role_assignment_body(assignment: &RoleAssignment) -> serde_json::Value {
-    json!({
-        "properties": {
-            "roleDefinitionId": assignment.role_definition_id,
-            "scope": assignment.scope,
-            "principalId": assignment.principal_id,
-        }
-    })
 }
 
 /// The data-plane `Authorization` header for an Entra token, URL-encoded as Cosmos DB expects.
@@ -533,21 +409,5 @@ mod tests {
             k8s_openapi::jiff::fmt::rfc2822::parse(&date.replace("GMT", "+0000")).is_ok(),
             "{date}"
         );
-    }
-
-    #[test]
-    fn definitions_flatten_permissions_and_know_built_ins() {
-        let body = serde_json::json!({
-            "id": format!("{ACCOUNT}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000001"),
-            "name": "00000000-0000-0000-0000-000000000001",
-            "properties": {"roleName": "Reader", "type": "BuiltInRole", "assignableScopes": [ACCOUNT],
-                "permissions": [{"dataActions": ["a"]}, {"dataActions": ["b"], "notDataActions": []}]}
-        });
-        let parsed: Resource<DefinitionProperties> =
-            serde_json::from_value(body).expect("definition");
-        let definition = RoleDefinition::from(parsed);
-        assert!(definition.built_in);
-        assert_eq!(definition.data_actions, vec!["a", "b"]);
-        assert_eq!(definition.guid, "00000000-0000-0000-0000-000000000001");
     }
 }

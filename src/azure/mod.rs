@@ -9,6 +9,7 @@
 //! - `error`: Azure and Entra error bodies mapped to condition reasons;
 //! - `entra`: the workload identity exchange and token claims;
 //! - `credential`: the operator's own ARM credential (azure_identity);
+//! - `models`: the ARM wire shapes of accounts, role definitions and assignments;
 //! - `cosmos`: Cosmos DB accounts, SQL RBAC and the data-plane probe.
 
 pub mod arm;
@@ -18,6 +19,7 @@ pub mod cosmos;
 pub mod credential;
 pub mod entra;
 pub mod error;
+pub mod models;
 pub mod pipeline;
 
 pub use cloud::Cloud;

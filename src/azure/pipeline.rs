@@ -294,7 +294,12 @@ fn result_label(status: u16) -> &'static str {
 /// the network/TLS. The message walks the error chain so a TLS failure names its cause
 /// (`invalid peer certificate: UnknownIssuer`).
 fn transport_failure(what: &str, error: &azure_core::Error) -> BackendError {
-    let chain = error_chain(error);
+    let mut chain = error_chain(error);
+    if chain.contains("UnknownIssuer") {
+        chain.push_str(
+            " (if this endpoint uses a private CA, trust it with --azure-extra-ca-file / DBGRANT_AZURE_EXTRA_CA_FILE)",
+        );
+    }
     if matches!(error.kind(), azure_core::error::ErrorKind::Credential) {
         let refused = error
             .get_ref()

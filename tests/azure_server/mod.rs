@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub const ARM_TOKEN: &str = "arm-token-0f1e2d3c4b5a";
 /// The tenant the tests use.
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+/// The operator's own client id.
+pub const OPERATOR_CLIENT_ID: &str = "operator-app";
 /// The operator's client secret.
 pub const CLIENT_SECRET: &str = "operator-client-secret-9a8b7c";
 
@@ -50,7 +52,8 @@ impl Seen {
     }
 
     fn is_operator_token_request(&self) -> bool {
-        self.path.ends_with("/oauth2/v2.0/token") && self.form().contains_key("client_secret")
+        self.path.ends_with("/oauth2/v2.0/token")
+            && self.form().get("client_id").map(String::as_str) == Some(OPERATOR_CLIENT_ID)
     }
 }
 
@@ -160,7 +163,7 @@ impl TestAzure {
             extra_ca_pem: Some(self.tls.ca_pem.clone()),
             tenant_id: TENANT.to_string(),
             credential: OperatorCredential::ClientSecret {
-                client_id: "operator-app".to_string(),
+                client_id: OPERATOR_CLIENT_ID.to_string(),
                 client_secret: Secret::new(CLIENT_SECRET),
             },
             timing: fast_timing(),
