@@ -539,3 +539,65 @@ async fn in_a_cluster_the_operator_exchanges_its_projected_token() {
         Some(format!("Bearer {ARM_TOKEN}").as_str())
     );
 }
+
+/// A log sink the test can read back.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_token_or_secret_reaches_the_logs_even_at_trace_level() {
+    let sink = Captured::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded, so this covers the client and the server tasks.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let access = jwt(json!({"oid": "obj-1", "tid": TENANT}));
+    let token = access.clone();
+    let server = TestAzure::start(move |seen| {
+        if seen.path.ends_with("/oauth2/v2.0/token") {
+            Answer::json(200, json!({"expires_in": 3599, "access_token": token}))
+        } else if seen.path.starts_with("/cosmos/") {
+            Answer::json(403, json!({"code": "Forbidden", "message": "blocked"}))
+        } else {
+            Answer::json(
+                429,
+                json!({"error": {"code": "TooManyRequests", "message": "x"}}),
+            )
+            .with_header("retry-after", "0")
+        }
+    })
+    .await;
+    let client = server.client().await;
+    let identity = within(client.resolve_identity(TENANT, "client-1", &Secret::new(SA_TOKEN)))
+        .await
+        .expect("resolved");
+    let endpoint = format!("{}cosmos/demo/", server.base);
+    let probed = within(client.probe(&endpoint, &Scope::Account, &identity.access_token)).await;
+    assert_eq!(probed, Ok(false));
+    let throttled = within(client.list_role_assignments(ACCOUNT)).await;
+    assert_eq!(throttled.map_err(|e| e.reason), Err(Reason::AzureThrottled));
+
+    let logs = String::from_utf8_lossy(&sink.0.lock().expect("logs")).to_string();
+    assert!(logs.contains("oauth2"), "debug logs were captured: {logs}");
+    for secret in [SA_TOKEN, access.as_str(), ARM_TOKEN, CLIENT_SECRET] {
+        assert!(!logs.contains(secret), "a secret reached the logs:\n{logs}");
+    }
+}
