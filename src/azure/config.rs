@@ -52,6 +52,28 @@ impl AzureConfig {
     }
 }
 
+impl AzureConfig {
+    /// A configuration for a custom cloud (private endpoints, the simulator): everything at the
+    /// given URLs, `ca_pem` trusted in addition to the system roots, default timing.
+    pub fn custom(
+        authority_host: Url,
+        arm_endpoint: Url,
+        ca_pem: Option<String>,
+        tenant_id: impl Into<String>,
+        credential: OperatorCredential,
+    ) -> Self {
+        Self {
+            cloud: Cloud::Custom,
+            authority_host,
+            arm_endpoint,
+            extra_ca_pem: ca_pem,
+            tenant_id: tenant_id.into(),
+            credential,
+            timing: Timing::default(),
+        }
+    }
+}
+
 /// Azure flags of `dbgrant run`. The operator's tenant is `--azure-tenant-id`/`AZURE_TENANT_ID`.
 #[derive(clap::Args, Clone)]
 pub struct AzureArgs {

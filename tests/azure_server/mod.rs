@@ -156,18 +156,19 @@ impl TestAzure {
 
     /// A config pointing everything at this server, trusting its CA, with fast timing.
     pub fn config(&self) -> AzureConfig {
-        AzureConfig {
-            cloud: Cloud::Custom,
-            authority_host: self.base.clone(),
-            arm_endpoint: self.base.clone(),
-            extra_ca_pem: Some(self.tls.ca_pem.clone()),
-            tenant_id: TENANT.to_string(),
-            credential: OperatorCredential::ClientSecret {
+        let mut config = AzureConfig::custom(
+            self.base.clone(),
+            self.base.clone(),
+            Some(self.tls.ca_pem.clone()),
+            TENANT,
+            OperatorCredential::ClientSecret {
                 client_id: OPERATOR_CLIENT_ID.to_string(),
                 client_secret: Secret::new(CLIENT_SECRET),
             },
-            timing: fast_timing(),
-        }
+        );
+        assert_eq!(config.cloud, Cloud::Custom);
+        config.timing = fast_timing();
+        config
     }
 
     /// The client for [`Self::config`].
