@@ -601,3 +601,47 @@ async fn no_token_or_secret_reaches_the_logs_even_at_trace_level() {
         assert!(!logs.contains(secret), "a secret reached the logs:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn dbgrant_run_settings_build_a_working_client() {
+    use clap::Parser as _;
+    use dbgrant::settings::{Cli, Command};
+
+    let server = TestAzure::start(|_| empty_list()).await;
+    let ca_file = std::env::temp_dir().join(format!(
+        "dbgrant-azure-test-ca-{}-{}.pem",
+        std::process::id(),
+        server.base.port().unwrap_or_default()
+    ));
+    std::fs::write(&ca_file, &server.tls.ca_pem).expect("CA file");
+    let base = server.base.to_string();
+    let cli = Cli::try_parse_from([
+        "dbgrant",
+        "run",
+        "--azure-tenant-id",
+        TENANT,
+        "--azure-cloud",
+        "Custom",
+        "--azure-authority-host",
+        &base,
+        "--azure-arm-endpoint",
+        &base,
+        "--azure-extra-ca-file",
+        &ca_file.to_string_lossy(),
+        "--azure-client-id",
+        OPERATOR_CLIENT_ID,
+        "--azure-client-secret",
+        CLIENT_SECRET,
+    ])
+    .expect("flags parse");
+    let Command::Run(args) = cli.command else {
+        panic!("expected run");
+    };
+    assert!(!format!("{args:?}").contains(CLIENT_SECRET), "{args:?}");
+    let cosmos = within(dbgrant::azure_access(&args)).await;
+    let _ = std::fs::remove_file(&ca_file);
+    let cosmos = cosmos.expect("client built from the settings");
+    let listed = within(cosmos.list_role_assignments(ACCOUNT)).await;
+    assert_eq!(listed, Ok(Vec::new()));
+    assert_eq!(server.requests().len(), 1);
+}
