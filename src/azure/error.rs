@@ -82,6 +82,12 @@ pub fn arm_reason(status: Option<u16>, error: &ArmError) -> Reason {
         Some(401 | 403) => Reason::AzureForbidden,
         _ if code.contains("authorizationfailed") || code == "forbidden" => Reason::AzureForbidden,
         _ if principal_missing => Reason::PrincipalNotFound,
+        // A custom role the target reconciler has not created yet: retried, not the grant's fault.
+        _ if message.contains("role definition")
+            && (message.contains("does not exist") || message.contains("not found")) =>
+        {
+            Reason::TargetNotReady
+        }
         // The account, its resource group or subscription is missing: the target is not usable
         // yet; retried with backoff so it recovers once the account exists.
         Some(404) => Reason::TargetNotReady,
@@ -265,6 +271,16 @@ mod tests {
                 )
             ),
             Reason::PrincipalNotFound
+        );
+        assert_eq!(
+            arm_reason(
+                Some(400),
+                &e(
+                    "BadRequest",
+                    "The specified role definition with ID 'abc' does not exist."
+                )
+            ),
+            Reason::TargetNotReady
         );
         assert_eq!(
             arm_reason(
