@@ -93,8 +93,8 @@ fn account_path(account_id: &str) -> Result<&str, BackendError> {
         !s.is_empty()
             && *s != "."
             && *s != ".."
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
+            // Resource group names may hold Unicode letters; the URL encodes them.
+            && s.chars().all(|c| c.is_alphanumeric() || "-_.()".contains(c))
     });
     if shape_ok && chars_ok {
         Ok(trimmed)
@@ -375,6 +375,8 @@ mod tests {
     #[test]
     fn account_ids_are_validated() {
         assert_eq!(account_path(&format!("{ACCOUNT}/")), Ok(ACCOUNT));
+        let unicode = ACCOUNT.replace("/rg/", "/grün(1)/");
+        assert_eq!(account_path(&unicode), Ok(unicode.as_str()));
         for bad in [
             "/subscriptions/s/resourceGroups/rg",
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DocumentDB/databaseAccounts/a?x=1",
