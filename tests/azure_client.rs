@@ -209,7 +209,9 @@ async fn an_operation_running_past_the_deadline_is_reported_not_awaited() {
     .await;
     let mut config = server.config();
     config.timing.lro_deadline = Duration::from_millis(200);
-    let client = AzureCosmos::new(config, None).await.expect("client");
+    let client = within(AzureCosmos::new(config, None))
+        .await
+        .expect("client");
     let err = within(client.put_role_assignment(ACCOUNT, &assignment()))
         .await
         .expect_err("deadline");
@@ -446,7 +448,9 @@ async fn a_server_signed_by_an_unknown_ca_is_refused_clearly() {
     // Trust some other CA, not the server's.
     let stranger = TlsMaterial::generate("stranger").expect("tls");
     config.extra_ca_pem = Some(stranger.ca_pem.clone());
-    let client = AzureCosmos::new(config, None).await.expect("client");
+    let client = within(AzureCosmos::new(config, None))
+        .await
+        .expect("client");
     let err = within(client.list_role_assignments(ACCOUNT))
         .await
         .expect_err("untrusted");
@@ -476,7 +480,7 @@ async fn the_operator_token_is_requested_with_its_secret_and_never_shown() {
     })
     .await;
     let metrics = Metrics::new();
-    let client = AzureCosmos::new(server.config(), Some(metrics.clone()))
+    let client = within(AzureCosmos::new(server.config(), Some(metrics.clone())))
         .await
         .expect("client");
     let err = within(client.list_role_definitions(ACCOUNT))
@@ -524,7 +528,9 @@ async fn in_a_cluster_the_operator_exchanges_its_projected_token() {
         client_id: OPERATOR_CLIENT_ID.to_string(),
         token_file: token_file.clone(),
     };
-    let client = AzureCosmos::new(config, None).await.expect("client");
+    let client = within(AzureCosmos::new(config, None))
+        .await
+        .expect("client");
     let listed = within(client.list_role_assignments(ACCOUNT)).await;
     let _ = std::fs::remove_file(&token_file);
     assert_eq!(listed, Ok(Vec::new()));

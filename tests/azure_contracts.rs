@@ -342,21 +342,21 @@ async fn delete_follows_each_documented_response(file: &str, id_param: &str, chi
 
 #[tokio::test]
 async fn role_assignment_delete_handles_200_202_and_204() {
-    delete_follows_each_documented_response(
+    within(delete_follows_each_documented_response(
         "CosmosDBSqlRoleAssignmentDelete.json",
         "roleAssignmentId",
         "sqlRoleAssignments",
-    )
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn role_definition_delete_handles_200_202_and_204() {
-    delete_follows_each_documented_response(
+    within(delete_follows_each_documented_response(
         "CosmosDBSqlRoleDefinitionDelete.json",
         "roleDefinitionId",
         "sqlRoleDefinitions",
-    )
+    ))
     .await;
 }
 

@@ -108,7 +108,7 @@ impl TestAzure {
     /// Start a server answering with `handler` (after the operator's token requests).
     pub async fn start(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Self {
         let tls = Arc::new(TlsMaterial::generate("test-azure").expect("TLS material"));
-        Self::start_with(tls, handler).await
+        within(Self::start_with(tls, handler)).await
     }
 
     /// Start a server with given TLS material.
@@ -124,7 +124,7 @@ impl TestAzure {
             let log = log.clone();
             async move { respond(request, handler, log).await }
         });
-        let listener = bind_loopback(0).await.expect("bind");
+        let listener = within(bind_loopback(0)).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -173,7 +173,9 @@ impl TestAzure {
 
     /// The client for [`Self::config`].
     pub async fn client(&self) -> AzureCosmos {
-        AzureCosmos::new(self.config(), None).await.expect("client")
+        within(AzureCosmos::new(self.config(), None))
+            .await
+            .expect("client")
     }
 
     /// `url` moved onto this server (same path and query).
