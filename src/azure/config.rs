@@ -177,7 +177,7 @@ impl AzureArgs {
         let credential = match (&self.azure_client_secret, &self.azure_federated_token_file) {
             (Some(secret), _) => OperatorCredential::ClientSecret {
                 client_id,
-                client_secret: secret.clone(),
+                client_secret: secret.secret().to_string(),
             },
             (None, Some(file)) => OperatorCredential::WorkloadIdentity {
                 client_id,

@@ -21,8 +21,8 @@ pub enum OperatorCredential {
     ClientSecret {
         /// Application (client) id.
         client_id: String,
-        /// The secret (redacted in Debug).
-        client_secret: Secret,
+        /// The secret (never shown: Debug leaves it out).
+        client_secret: String,
     },
     /// Azure workload identity: the projected ServiceAccount token in `token_file` is
     /// exchanged for the identity `client_id` (re-read as the kubelet rotates it).
@@ -83,7 +83,7 @@ pub fn build(
         } => ClientSecretCredential::new(
             tenant,
             client_id.clone(),
-            client_secret.clone(),
+            Secret::new(client_secret.clone()),
             Some(ClientSecretCredentialOptions { client_options }),
         )
         .context("configuring the client secret credential")?,
@@ -108,7 +108,7 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let credential = OperatorCredential::ClientSecret {
             client_id: "app".into(),
-            client_secret: Secret::new("hunter2-very-secret"),
+            client_secret: "hunter2-very-secret".into(),
         };
         let shown = format!("{credential:?}");
         assert!(shown.contains("app"), "{shown}");
@@ -120,7 +120,7 @@ mod tests {
         let transport = super::super::pipeline::transport(None).expect("transport");
         let credential = OperatorCredential::ClientSecret {
             client_id: "app".into(),
-            client_secret: Secret::new("s"),
+            client_secret: "s".into(),
         };
         let authority = Url::parse("https://login.example/prefix/").expect("url");
         let err = build(&credential, "t", &authority, transport).expect_err("path");

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use azure_core::credentials::Secret;
 use azure_core::http::Url;
 use dbgrant::azure::{AzureConfig, AzureCosmos, Cloud, OperatorCredential, Timing};
 use dbgrant_sim::tls::{TlsMaterial, bind_loopback, serve_https};
@@ -163,7 +162,7 @@ impl TestAzure {
             TENANT,
             OperatorCredential::ClientSecret {
                 client_id: OPERATOR_CLIENT_ID.to_string(),
-                client_secret: Secret::new(CLIENT_SECRET),
+                client_secret: CLIENT_SECRET.to_string(),
             },
         );
         assert_eq!(config.cloud, Cloud::Custom);
