@@ -512,6 +512,10 @@ async fn the_operator_token_is_requested_with_its_secret_and_never_shown() {
         ),
         "{exposition}"
     );
+    assert!(
+        exposition.contains(r#"azure_requests_total{operation="operator_token",result="success"}"#),
+        "{exposition}"
+    );
 }
 
 #[tokio::test]

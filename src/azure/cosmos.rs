@@ -55,6 +55,7 @@ impl AzureCosmos {
             &config.tenant_id,
             &config.authority_host,
             transport.clone(),
+            metrics.clone(),
         )?;
         let arm_scope = config.cloud.arm_scope(&config.arm_endpoint);
         let bearer: Arc<dyn Policy> =

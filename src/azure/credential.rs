@@ -8,11 +8,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::policies::Policy;
 use azure_core::http::{ClientOptions, RetryOptions, Transport, Url};
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
+
+use super::pipeline::CountingPolicy;
+use crate::telemetry::Metrics;
 
 /// How the operator authenticates to Azure Resource Manager.
 #[derive(Clone)]
@@ -59,6 +63,7 @@ pub fn build(
     tenant: &str,
     authority_host: &Url,
     transport: Transport,
+    metrics: Option<Metrics>,
 ) -> anyhow::Result<Arc<dyn TokenCredential>> {
     // azure_identity joins `/{tenant}/oauth2/v2.0/token` as an absolute path, which would drop a
     // path prefix of the authority host: refuse that rather than call the wrong URL.
@@ -73,6 +78,10 @@ pub fn build(
         // The ARM call that needed the token is retried by our own bounded loop; retrying here
         // too would multiply the attempts and hide an unreachable Entra ID for minutes.
         retry: RetryOptions::none(),
+        per_try_policies: metrics
+            .map(|m| Arc::new(CountingPolicy::new("operator_token", m)) as Arc<dyn Policy>)
+            .into_iter()
+            .collect(),
         cloud: Some(Arc::new(CloudConfiguration::from(cloud))),
         ..ClientOptions::default()
     };
@@ -123,7 +132,7 @@ mod tests {
             client_secret: "s".into(),
         };
         let authority = Url::parse("https://login.example/prefix/").expect("url");
-        let err = build(&credential, "t", &authority, transport).expect_err("path");
+        let err = build(&credential, "t", &authority, transport, None).expect_err("path");
         assert!(err.to_string().contains("has a path"), "{err:#}");
     }
 }

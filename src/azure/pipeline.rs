@@ -281,6 +281,46 @@ impl Http {
     }
 }
 
+/// A pipeline policy counting each attempt in `azure_requests_total`, for pipelines whose
+/// calls do not go through [`Http::send`] (azure_identity's token requests).
+pub struct CountingPolicy {
+    operation: &'static str,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for CountingPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountingPolicy")
+            .field("operation", &self.operation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CountingPolicy {
+    /// Count attempts under `operation`.
+    pub fn new(operation: &'static str, metrics: Metrics) -> Self {
+        Self { operation, metrics }
+    }
+}
+
+#[async_trait::async_trait]
+impl Policy for CountingPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        let response = next[0].send(ctx, request, &next[1..]).await;
+        let result = match &response {
+            Ok(response) => result_label(u16::from(response.status())),
+            Err(_) => "transport_error",
+        };
+        self.metrics.azure_request(self.operation, result);
+        response
+    }
+}
+
 fn result_label(status: u16) -> &'static str {
     match status {
         200..=299 => "success",
