@@ -3,5 +3,6 @@
 //! Nothing here is ever linked into the operator binary.
 
 pub mod azure;
+pub mod jwt;
 pub mod kube;
 pub mod tls;

@@ -1,12 +1,139 @@
 //! `meta.k8s.io/v1` Table responses, so `kubectl get` prints a resource's printer columns.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::resources::ServedResource;
 
 /// Render `objects` (full objects of `resource`) as a Table; `resource_version` is the
-/// list's. Custom resources get their additionalPrinterColumns, built-ins Name and Age.
+/// list's. Custom resources get Name plus their additionalPrinterColumns, built-ins Name and
+/// Age.
 pub fn render(resource: &ServedResource, objects: &[Value], resource_version: &str) -> Value {
-    let _ = (resource, objects, resource_version);
-    Value::Null
+    let mut columns = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
+    let mut paths = Vec::new();
+    if resource.printer_columns.is_empty() {
+        columns.push(json!({"name": "Age", "type": "date", "format": "", "description": "CreationTimestamp of the object.", "priority": 0}));
+        paths.push(".metadata.creationTimestamp".to_string());
+    }
+    for column in &resource.printer_columns {
+        columns.push(json!({
+            "name": column.name,
+            "type": column.type_,
+            "format": column.format.clone().unwrap_or_default(),
+            "description": column.description.clone().unwrap_or_default(),
+            "priority": column.priority.unwrap_or(0),
+        }));
+        paths.push(column.json_path.clone());
+    }
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            let mut cells = vec![object["metadata"]["name"].clone()];
+            cells.extend(paths.iter().map(|p| cell(object, p)));
+            let metadata = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": object["metadata"],
+            });
+            json!({"cells": cells, "object": metadata})
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": columns,
+        "rows": rows,
+    })
+}
+
+/// Evaluate the JSONPath subset printer columns use: `.a.b`, `.a[0]`, and
+/// `.a[?(@.k=="v")].b`. A missing value is an empty cell (`null`), as the server renders it.
+fn cell(object: &Value, path: &str) -> Value {
+    let mut current = vec![object.clone()];
+    let path = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
+    for segment in split(path) {
+        let mut next = Vec::new();
+        for value in current {
+            if let Some(filter) = segment
+                .strip_prefix("[?(@.")
+                .and_then(|s| s.strip_suffix(")]"))
+            {
+                let Some((field, expected)) = filter.split_once("==") else {
+                    continue;
+                };
+                let expected = expected.trim().trim_matches('"').trim_matches('\'');
+                for item in value.as_array().into_iter().flatten() {
+                    if item.get(field.trim()).and_then(Value::as_str) == Some(expected) {
+                        next.push(item.clone());
+                    }
+                }
+            } else if let Some(index) = segment.strip_prefix('[').and_then(|s| s.strip_suffix(']'))
+            {
+                if let Some(item) = index.parse::<usize>().ok().and_then(|i| value.get(i)) {
+                    next.push(item.clone());
+                }
+            } else if let Some(child) = value.get(segment.as_str()) {
+                next.push(child.clone());
+            }
+        }
+        current = next;
+    }
+    current.into_iter().next().unwrap_or(Value::Null)
+}
+
+fn split(path: &str) -> Vec<String> {
+    let mut segments = Vec::new();
+    let mut buffer = String::new();
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '.' if depth == 0 => {
+                if !buffer.is_empty() {
+                    segments.push(std::mem::take(&mut buffer));
+                }
+            }
+            '[' => {
+                if depth == 0 && !buffer.is_empty() {
+                    segments.push(std::mem::take(&mut buffer));
+                }
+                depth += 1;
+                buffer.push(c);
+            }
+            ']' => {
+                depth -= 1;
+                buffer.push(c);
+                if depth == 0 {
+                    segments.push(std::mem::take(&mut buffer));
+                }
+            }
+            _ => buffer.push(c),
+        }
+    }
+    if !buffer.is_empty() {
+        segments.push(buffer);
+    }
+    segments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printer_column_paths_pick_conditions_by_type() {
+        let object = json!({"spec": {"target": "t"}, "status": {"conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True", "reason": "Granted"}]}});
+        assert_eq!(cell(&object, ".spec.target"), json!("t"));
+        assert_eq!(
+            cell(&object, r#".status.conditions[?(@.type=="Ready")].status"#),
+            json!("True")
+        );
+        assert_eq!(cell(&object, ".status.conditions[0].type"), json!("A"));
+        assert_eq!(cell(&object, ".status.missing"), Value::Null);
+    }
 }

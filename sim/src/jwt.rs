@@ -1,0 +1,140 @@
+//! RS256 signing keys shared by the simulated token issuers (the Kubernetes API server's
+//! ServiceAccount issuer and Entra ID): generate a key, sign claims, publish the JWKS, and
+//! verify tokens signed by the same key.
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rsa::RsaPrivateKey;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use serde_json::{Value, json};
+
+/// One RSA key with its key id, as an issuer publishes it.
+pub struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwk: Value,
+}
+
+impl SigningKey {
+    /// A fresh 2048-bit key (the size real issuers use).
+    ///
+    /// # Errors
+    /// When key generation fails.
+    pub fn generate() -> anyhow::Result<Self> {
+        let private =
+            RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).context("generating RSA key")?;
+        let der = private.to_pkcs1_der().context("encoding RSA key")?;
+        let n = URL_SAFE_NO_PAD.encode(private.n().to_bytes_be());
+        let e = URL_SAFE_NO_PAD.encode(private.e().to_bytes_be());
+        let kid = uuid::Uuid::new_v4().simple().to_string();
+        let decoding = DecodingKey::from_rsa_components(&n, &e).context("public key")?;
+        Ok(Self {
+            jwk: json!({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": n, "e": e}),
+            kid,
+            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            decoding,
+        })
+    }
+
+    /// Sign `claims` as a JWT with this key's `kid`.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn sign(&self, claims: &Value) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).context("signing token")
+    }
+
+    /// The JWKS document publishing this key.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": [self.jwk.clone()]})
+    }
+
+    /// Verify a token this key signed: signature, `exp`/`nbf`, and (when given) `aud` and `iss`.
+    /// Returns the claims.
+    ///
+    /// # Errors
+    /// When the token is malformed, forged, expired or for another audience or issuer.
+    pub fn verify(
+        &self,
+        token: &str,
+        audiences: Option<&[&str]>,
+        issuer: Option<&str>,
+    ) -> Result<Value, jsonwebtoken::errors::Error> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = 0;
+        validation.validate_nbf = true;
+        validation.required_spec_claims.clear();
+        validation.required_spec_claims.insert("exp".to_string());
+        match audiences {
+            Some(audiences) => validation.set_audience(audiences),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        jsonwebtoken::decode::<Value>(token, &self.decoding, &validation).map(|data| data.claims)
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// The claims of a JWT without verifying it (to find its issuer before fetching keys).
+pub fn unverified_claims(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `kid` of a JWT's header, unverified.
+pub fn unverified_kid(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok()?.kid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_tokens_verify_and_tampered_or_foreign_ones_do_not() {
+        let key = SigningKey::generate().unwrap();
+        let now = now_secs();
+        let claims = json!({"iss": "https://issuer", "aud": ["a"], "sub": "s", "exp": now + 60, "nbf": now - 1});
+        let token = key.sign(&claims).unwrap();
+        let verified = key
+            .verify(&token, Some(&["a"]), Some("https://issuer"))
+            .unwrap();
+        assert_eq!(verified["sub"], "s");
+        assert!(
+            key.verify(&token, Some(&["b"]), None).is_err(),
+            "wrong audience"
+        );
+        assert!(
+            key.verify(&token, None, Some("https://other")).is_err(),
+            "wrong issuer"
+        );
+        let other = SigningKey::generate().unwrap();
+        assert!(
+            other.verify(&token, None, None).is_err(),
+            "another key's signature"
+        );
+        let expired = key.sign(&json!({"exp": now - 5})).unwrap();
+        assert!(key.verify(&expired, None, None).is_err(), "expired");
+        assert_eq!(unverified_claims(&token).unwrap()["iss"], "https://issuer");
+        assert_eq!(
+            key.jwks()["keys"][0]["kid"].as_str(),
+            unverified_kid(&token).as_deref()
+        );
+    }
+}
