@@ -1,0 +1,513 @@
+//! Azure Resource Manager: authentication of callers, api-version checks, managed identities
+//! and federated credentials, Cosmos DB accounts, and the long-running-operation status URL.
+//! Cosmos DB RBAC itself is in `rbac`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::errors::ArmError;
+use super::state::{Fic, Identity};
+use super::{ARM_AUDIENCE, Shared, rbac};
+
+const MSI_VERSIONS: &[&str] = &[
+    "2018-11-30",
+    "2023-01-31",
+    "2023-07-31-preview",
+    "2024-11-30",
+    "2025-01-31-preview",
+];
+/// Cosmos DB stable api-versions carrying SQL RBAC, newest first.
+pub const COSMOS_VERSIONS: &[&str] = &[
+    "2025-10-15",
+    "2025-04-15",
+    "2024-11-15",
+    "2024-08-15",
+    "2024-05-15",
+    "2023-11-15",
+    "2023-09-15",
+    "2023-04-15",
+    "2023-03-15",
+    "2022-11-15",
+    "2022-08-15",
+    "2022-05-15",
+    "2021-10-15",
+    "2021-06-15",
+    "2021-04-15",
+];
+const FIC_LIMIT: usize = 20;
+
+/// The caller's principal id, from an ARM bearer token this tenant issued.
+///
+/// # Errors
+/// 401 as ARM answers it.
+pub fn caller(shared: &Shared, authorization: Option<&str>) -> Result<String, ArmError> {
+    let token = authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ArmError::new(
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
+            )
+        })?;
+    let claims = shared
+        .key
+        .verify(token, Some(&[ARM_AUDIENCE]), None)
+        .map_err(|e| {
+            ArmError::new(
+                401,
+                if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) {
+                    "ExpiredAuthenticationToken"
+                } else {
+                    "InvalidAuthenticationToken"
+                },
+                format!("The access token is invalid: {e}."),
+            )
+        })?;
+    claims["oid"].as_str().map(str::to_string).ok_or_else(|| {
+        ArmError::new(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token has no oid claim.",
+        )
+    })
+}
+
+fn check_version(
+    query: &HashMap<String, String>,
+    supported: &[&str],
+    provider: &str,
+) -> Result<String, ArmError> {
+    let Some(version) = query.get("api-version") else {
+        return Err(ArmError::new(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        ));
+    };
+    if !supported.contains(&version.as_str()) {
+        return Err(ArmError::new(
+            400,
+            "NoRegisteredProviderFound",
+            format!(
+                "No registered resource provider found for location 'westeurope' and API version '{version}' for type '{provider}'. The supported api-versions are '{}'.",
+                supported.join(", ")
+            ),
+        ));
+    }
+    Ok(version.clone())
+}
+
+fn forbidden(caller: &str, action: &str, scope: &str) -> ArmError {
+    ArmError::new(
+        403,
+        "AuthorizationFailed",
+        format!(
+            "The client '{caller}' with object id '{caller}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+        ),
+    )
+}
+
+/// Route an ARM request below `/subscriptions/`.
+pub async fn handle(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<(String, Response), ArmError> {
+    let caller = caller(shared, authorization)?;
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+    match l.as_slice() {
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.managedidentity",
+            "userassignedidentities",
+            _,
+        ] => {
+            check_version(query, MSI_VERSIONS, "userAssignedIdentities")?;
+            let id = segments.join("/");
+            let id = format!("/{id}");
+            authorize(
+                shared,
+                &caller,
+                "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+                &id,
+            )?;
+            let op = if *method == Method::PUT {
+                "identities.put"
+            } else {
+                "identities.get"
+            };
+            Ok((op.into(), identity(shared, method, &id, segments[7], body)?))
+        }
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.managedidentity",
+            "userassignedidentities",
+            _,
+            "federatedidentitycredentials",
+            rest @ ..,
+        ] => {
+            check_version(
+                query,
+                MSI_VERSIONS,
+                "userAssignedIdentities/federatedIdentityCredentials",
+            )?;
+            let identity_id = format!("/{}", segments[..8].join("/"));
+            authorize(
+                shared,
+                &caller,
+                "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",
+                &identity_id,
+            )?;
+            let name = rest.first().map(|_| segments[9]);
+            let op = match (method.as_str(), name) {
+                ("GET", None) => "fics.list",
+                ("GET", Some(_)) => "fics.get",
+                ("PUT", _) => "fics.put",
+                _ => "fics.delete",
+            };
+            Ok((op.into(), fic(shared, method, &identity_id, name, body)?))
+        }
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.documentdb",
+            "databaseaccounts",
+            _,
+        ] => {
+            check_version(query, COSMOS_VERSIONS, "databaseAccounts")?;
+            let id = format!("/{}", segments.join("/"));
+            authorize(
+                shared,
+                &caller,
+                "Microsoft.DocumentDB/databaseAccounts/read",
+                &id,
+            )?;
+            let op = if *method == Method::PUT {
+                "accounts.put"
+            } else {
+                "accounts.get"
+            };
+            Ok((op.into(), account(shared, method, &id, segments[7], body)?))
+        }
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.documentdb",
+            "databaseaccounts",
+            _,
+            collection @ ("sqlroledefinitions" | "sqlroleassignments"),
+            rest @ ..,
+        ] => {
+            let version = check_version(query, COSMOS_VERSIONS, "databaseAccounts")?;
+            let account_id = format!("/{}", segments[..8].join("/"));
+            let collection = if *collection == "sqlroledefinitions" {
+                "sqlRoleDefinitions"
+            } else {
+                "sqlRoleAssignments"
+            };
+            let action = if *method == Method::GET {
+                "read"
+            } else {
+                "write"
+            };
+            authorize(
+                shared,
+                &caller,
+                &format!("Microsoft.DocumentDB/databaseAccounts/{collection}/{action}"),
+                &account_id,
+            )?;
+            let guid = rest.first().map(|_| segments[9]);
+            let op = match (method.as_str(), guid) {
+                ("GET", None) => "list",
+                ("GET", Some(_)) => "get",
+                ("PUT", _) => "put",
+                _ => "delete",
+            };
+            let response = rbac::handle(
+                shared,
+                method,
+                &account_id,
+                collection,
+                guid,
+                &version,
+                body,
+            )?;
+            Ok((format!("{collection}.{op}"), response))
+        }
+        [
+            "subscriptions",
+            _,
+            "providers",
+            "microsoft.documentdb",
+            "locations",
+            _,
+            "operationsstatus",
+            _,
+        ] => Ok(("operations.get".into(), operation(shared, segments[7])?)),
+        _ => Err(ArmError::new(
+            404,
+            "InvalidResourceType",
+            format!("The resource type could not be found in the namespace for path '{path}'."),
+        )),
+    }
+}
+
+fn authorize(shared: &Shared, caller: &str, action: &str, scope: &str) -> Result<(), ArmError> {
+    if shared.state().may_write(caller, scope) {
+        Ok(())
+    } else {
+        Err(forbidden(caller, action, scope))
+    }
+}
+
+fn identity_body(identity: &Identity, tenant: &str) -> Value {
+    json!({
+        "id": identity.resource_id,
+        "name": identity.name,
+        "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "location": identity.location,
+        "tags": {},
+        "properties": {"tenantId": tenant, "principalId": identity.principal_id, "clientId": identity.client_id},
+    })
+}
+
+fn identity(
+    shared: &Shared,
+    method: &Method,
+    id: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ArmError> {
+    let key = id.to_ascii_lowercase();
+    if *method == Method::PUT {
+        let request: Value = serde_json::from_slice(body).map_err(|e| {
+            ArmError::bad_request(format!(
+                "The request content was invalid and could not be deserialized: {e}"
+            ))
+        })?;
+        let location = request["location"]
+            .as_str()
+            .unwrap_or("westeurope")
+            .to_string();
+        let existed = shared.state().identities.contains_key(&key);
+        if !existed {
+            shared.create_identity_at(id, name, &location, None);
+        }
+        let state = shared.state();
+        let identity = state
+            .identities
+            .get(&key)
+            .ok_or_else(|| ArmError::not_found("identity"))?;
+        let code = if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        return Ok((code, axum::Json(identity_body(identity, &shared.tenant_id))).into_response());
+    }
+    if *method != Method::GET {
+        return Err(ArmError::new(
+            405,
+            "MethodNotAllowed",
+            "The method is not allowed.",
+        ));
+    }
+    let state = shared.state();
+    let identity = state
+        .identities
+        .get(&key)
+        .ok_or_else(|| ArmError::new(404, "ResourceNotFound", format!("The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/{name}' under resource group was not found.")))?;
+    Ok(axum::Json(identity_body(identity, &shared.tenant_id)).into_response())
+}
+
+fn fic_body(identity_id: &str, name: &str, fic: &Fic) -> Value {
+    json!({
+        "id": format!("{identity_id}/federatedIdentityCredentials/{name}"),
+        "name": name,
+        "type": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+        "properties": {"issuer": fic.issuer, "subject": fic.subject, "audiences": fic.audiences},
+    })
+}
+
+fn fic(
+    shared: &Shared,
+    method: &Method,
+    identity_id: &str,
+    name: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ArmError> {
+    let mut state = shared.state();
+    let identity = state
+        .identities
+        .get_mut(&identity_id.to_ascii_lowercase())
+        .ok_or_else(|| {
+            ArmError::new(
+                404,
+                "ResourceNotFound",
+                format!("The Resource '{identity_id}' was not found."),
+            )
+        })?;
+    let canonical_id = identity.resource_id.clone();
+    match (method.as_str(), name) {
+        ("GET", None) => {
+            let value: Vec<Value> = identity
+                .fics
+                .iter()
+                .map(|(n, f)| fic_body(&canonical_id, n, f))
+                .collect();
+            Ok(axum::Json(json!({"value": value})).into_response())
+        }
+        ("GET", Some(name)) => {
+            let fic = identity.fics.get(name).ok_or_else(|| {
+                ArmError::not_found(format!(
+                    "Federated identity credential '{name}' was not found."
+                ))
+            })?;
+            Ok(axum::Json(fic_body(&canonical_id, name, fic)).into_response())
+        }
+        ("PUT", Some(name)) => {
+            let request: Value = serde_json::from_slice(body).map_err(|e| {
+                ArmError::bad_request(format!("The request content was invalid: {e}"))
+            })?;
+            let props = &request["properties"];
+            let (Some(issuer), Some(subject)) =
+                (props["issuer"].as_str(), props["subject"].as_str())
+            else {
+                return Err(ArmError::bad_request("Issuer and subject are required."));
+            };
+            let audiences: Vec<String> = props["audiences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            if audiences.len() != 1 {
+                return Err(ArmError::bad_request("Exactly one audience is required."));
+            }
+            if !issuer.starts_with("https://") {
+                return Err(ArmError::bad_request(
+                    "Issuer must be a valid URL using the https scheme.",
+                ));
+            }
+            let existed = identity.fics.contains_key(name);
+            if !existed && identity.fics.len() >= FIC_LIMIT {
+                return Err(ArmError::bad_request(format!(
+                    "Too many Federated Identity Credentials are written to Managed Identity '{canonical_id}'. The limit is {FIC_LIMIT}."
+                )));
+            }
+            let fic = Fic {
+                issuer: issuer.into(),
+                subject: subject.into(),
+                audiences,
+            };
+            let body = fic_body(&canonical_id, name, &fic);
+            identity.fics.insert(name.to_string(), fic);
+            let code = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((code, axum::Json(body)).into_response())
+        }
+        ("DELETE", Some(name)) => {
+            let code = if identity.fics.remove(name).is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            };
+            Ok(code.into_response())
+        }
+        _ => Err(ArmError::new(
+            405,
+            "MethodNotAllowed",
+            "The method is not allowed.",
+        )),
+    }
+}
+
+/// An account's ARM representation.
+pub fn account_body(account: &super::state::Account) -> Value {
+    json!({
+        "id": account.resource_id,
+        "name": account.name,
+        "location": account.location,
+        "type": "Microsoft.DocumentDB/databaseAccounts",
+        "kind": "GlobalDocumentDB",
+        "tags": {},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "documentEndpoint": account.endpoint,
+            "databaseAccountOfferType": "Standard",
+            "disableLocalAuth": true,
+            "publicNetworkAccess": "Enabled",
+        },
+    })
+}
+
+fn account(
+    shared: &Shared,
+    method: &Method,
+    id: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ArmError> {
+    if *method == Method::PUT {
+        let request: Value = serde_json::from_slice(body).unwrap_or_default();
+        let location = request["location"].as_str().unwrap_or("westeurope");
+        shared.create_account_at(id, name, location);
+    } else if *method != Method::GET {
+        return Err(ArmError::new(
+            405,
+            "MethodNotAllowed",
+            "The method is not allowed.",
+        ));
+    }
+    let state = shared.state();
+    let account = state
+        .accounts
+        .get(&id.to_ascii_lowercase())
+        .ok_or_else(|| ArmError::new(404, "ResourceNotFound", format!("The Resource 'Microsoft.DocumentDB/databaseAccounts/{name}' under resource group was not found.")))?;
+    Ok(axum::Json(account_body(account)).into_response())
+}
+
+fn operation(shared: &Shared, id: &str) -> Result<Response, ArmError> {
+    let mut state = shared.state();
+    state.settle(Instant::now());
+    let op = state
+        .operations
+        .get(id)
+        .ok_or_else(|| ArmError::not_found(format!("Operation '{id}' was not found.")))?;
+    let body = match (op.finished, &op.outcome) {
+        (None, _) => json!({"status": "Dequeued"}),
+        (Some(_), Ok(_)) => json!({"status": "Succeeded"}),
+        (Some(_), Err((code, message))) => {
+            json!({"status": "Failed", "error": {"code": code, "message": message}})
+        }
+    };
+    Ok(axum::Json(body).into_response())
+}

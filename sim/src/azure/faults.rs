@@ -1,0 +1,160 @@
+//! Fault injection and call counters for the Azure simulator: injected statuses (429 with
+//! Retry-After, 5xx), latency, dropped connections, slow, stuck or failing long-running
+//! operations, principals that replicate late, RBAC that propagates late, and Entra outages.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A fault for calls whose operation name starts with `operation` (e.g. `sqlRoleAssignments`,
+/// `sqlRoleAssignments.put`, `entra.token`); `None` matches every call.
+#[derive(Clone, Debug, Default)]
+pub struct AzureFault {
+    /// Operation name prefix.
+    pub operation: Option<String>,
+    /// Answer with this status (429, 500, 503, ...).
+    pub status: Option<u16>,
+    /// `Retry-After` seconds on the injected answer.
+    pub retry_after: Option<u64>,
+    /// Wait this long first.
+    pub latency: Option<Duration>,
+    /// Close the connection without answering.
+    pub drop_connection: bool,
+    /// How many calls it hits; `None` until cleared.
+    pub times: Option<u32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub rules: Vec<AzureFault>,
+    pub lro_duration: Duration,
+    pub lro_stuck: bool,
+    pub lro_failures: u32,
+    pub entra_down: bool,
+    pub principal_delay: Duration,
+    pub propagation_delay: Duration,
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// A cheap handle on the simulator's faults and counters.
+#[derive(Clone)]
+pub struct AzureFaults(pub(crate) Arc<Mutex<Settings>>);
+
+/// Calls by operation and result (`"sqlRoleAssignments.put 202"`), and by operation alone.
+#[derive(Clone, Debug, Default)]
+pub struct AzureCounters(pub BTreeMap<String, u64>);
+
+impl AzureCounters {
+    /// Calls of an operation (e.g. `sqlRoleAssignments.put`), whatever the result.
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.0.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Calls of an operation with a given HTTP status.
+    pub fn with_status(&self, operation: &str, status: u16) -> u64 {
+        self.0
+            .get(&format!("{operation} {status}"))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl AzureFaults {
+    pub(crate) fn new(lro_duration: Duration) -> Self {
+        Self(Arc::new(Mutex::new(Settings {
+            rules: Vec::new(),
+            lro_duration,
+            lro_stuck: false,
+            lro_failures: 0,
+            entra_down: false,
+            principal_delay: Duration::ZERO,
+            propagation_delay: Duration::ZERO,
+            counters: BTreeMap::new(),
+        })))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Settings> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Add a fault.
+    pub fn inject(&self, fault: AzureFault) {
+        self.lock().rules.push(fault);
+    }
+
+    /// Remove every injected fault and reset every delay to none.
+    pub fn clear(&self) {
+        let mut settings = self.lock();
+        settings.rules.clear();
+        settings.lro_stuck = false;
+        settings.lro_failures = 0;
+        settings.entra_down = false;
+        settings.principal_delay = Duration::ZERO;
+        settings.propagation_delay = Duration::ZERO;
+    }
+
+    /// How long RBAC writes take to complete (and hold the account's lock).
+    pub fn set_lro_duration(&self, duration: Duration) {
+        self.lock().lro_duration = duration;
+    }
+
+    /// Long-running operations started from now on never finish (and keep the lock).
+    pub fn set_lro_stuck(&self, stuck: bool) {
+        self.lock().lro_stuck = stuck;
+    }
+
+    /// The next `count` long-running operations end `Failed`.
+    pub fn fail_next_lros(&self, count: u32) {
+        self.lock().lro_failures = count;
+    }
+
+    /// Entra ID answers 503 to every token request.
+    pub fn set_entra_outage(&self, down: bool) {
+        self.lock().entra_down = down;
+    }
+
+    /// Identities created from now on stay unknown to RBAC for this long.
+    pub fn set_principal_replication_delay(&self, delay: Duration) {
+        self.lock().principal_delay = delay;
+    }
+
+    /// Assignments completed from now on take this long to reach the data plane.
+    pub fn set_propagation_delay(&self, delay: Duration) {
+        self.lock().propagation_delay = delay;
+    }
+
+    /// Calls so far.
+    pub fn counters(&self) -> AzureCounters {
+        AzureCounters(self.lock().counters.clone())
+    }
+
+    /// Count a call and return the fault it hits, if any.
+    pub(crate) fn hit(&self, operation: &str) -> Option<AzureFault> {
+        let mut settings = self.lock();
+        *settings.counters.entry(operation.to_string()).or_default() += 1;
+        let index = settings.rules.iter().position(|f| {
+            f.operation
+                .as_deref()
+                .is_none_or(|p| operation.starts_with(p))
+        })?;
+        let fault = settings.rules[index].clone();
+        if let Some(times) = &mut settings.rules[index].times {
+            *times = times.saturating_sub(1);
+            if *times == 0 {
+                settings.rules.remove(index);
+            }
+        }
+        Some(fault)
+    }
+
+    /// Count a call's result.
+    pub(crate) fn record(&self, operation: &str, status: u16) {
+        *self
+            .lock()
+            .counters
+            .entry(format!("{operation} {status}"))
+            .or_default() += 1;
+    }
+}
