@@ -28,6 +28,19 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
+/// An error and every cause under it, `outer: inner: innermost`, for logs (the causes say
+/// what actually went wrong; the outer message only says where).
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Shorthand for results of reconcile code.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -52,7 +52,7 @@ pub async fn reconcile(grant: Arc<DatabaseAccessGrant>, ctx: Arc<Context>) -> Re
 pub fn error_policy(grant: Arc<DatabaseAccessGrant>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_finished(CONTROLLER, false);
     ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
-    tracing::warn!(grant = %grant.name_any(), error = %error, "grant reconcile failed");
+    tracing::warn!(grant = %grant.name_any(), error = %crate::error::chain(error), "grant reconcile failed");
     if error.is_transient() {
         Action::requeue(
             ctx.backoff
@@ -175,9 +175,12 @@ async fn evaluate(
     status: &mut DatabaseAccessGrantStatus,
 ) -> Result<Pass> {
     // --- the target and its guard rails ---
-    let Some(target) = ctx
-        .targets
-        .get(&ObjectRef::<DatabaseTarget>::new(&grant.spec.target))
+    // Read the target live, not from the target controller's cache: a grant is woken by its
+    // own watch on targets, which can run ahead of that cache, and a stale "not Ready" or
+    // stale guard rail would leave the grant waiting for a change that already happened.
+    let Some(target) = Api::<DatabaseTarget>::all(ctx.client.clone())
+        .get_opt(&grant.spec.target)
+        .await?
     else {
         return Ok(Pass::blocked(
             Reason::TargetNotFound,

@@ -217,6 +217,8 @@ fn log_outcome<K, E>(
         Err(controller::Error::ObjectNotFound(object)) => {
             tracing::debug!(controller, %object, "object gone before its reconcile")
         }
-        Err(error) => tracing::warn!(controller, error = %error, "reconcile failed"),
+        Err(error) => {
+            tracing::debug!(controller, error = %crate::error::chain(&error), "reconcile failed")
+        }
     }
 }

@@ -260,7 +260,7 @@ pub fn error_policy(
 ) -> Action {
     ctx.metrics.reconcile_finished(CONTROLLER, false);
     ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
-    tracing::warn!(target = %target.name_any(), error = %error, "target reconcile failed");
+    tracing::warn!(target = %target.name_any(), error = %crate::error::chain(error), "target reconcile failed");
     if error.is_transient() {
         Action::requeue(
             ctx.backoff

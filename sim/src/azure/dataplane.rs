@@ -51,9 +51,10 @@ pub fn read(shared: &Shared, account_name: &str, path: &str, headers: &HeaderMap
             "Required Header authorization is missing.".into(),
         );
     };
-    let decoded: String = url::form_urlencoded::parse(raw.as_bytes())
-        .map(|(k, v)| format!("{k}={v}&"))
-        .collect();
+    // Clients URL-encode the whole value (`type%3Daad%26ver%3D1.0%26sig%3D...`); accept both.
+    let decoded = percent_encoding::percent_decode_str(&raw)
+        .decode_utf8_lossy()
+        .to_string();
     let token = decoded
         .split('&')
         .find_map(|part| part.strip_prefix("sig="))
@@ -66,7 +67,8 @@ pub fn read(shared: &Shared, account_name: &str, path: &str, headers: &HeaderMap
             "The input authorization token can't serve the request.".into(),
         );
     }
-    let Ok(claims) = shared.key.verify(&token, Some(&[COSMOS_AUDIENCE]), None) else {
+    let verified = shared.key.verify(&token, Some(&[COSMOS_AUDIENCE]), None);
+    let Ok(claims) = verified else {
         return cosmos_error(StatusCode::UNAUTHORIZED, "Unauthorized", "The input authorization token can't serve the request. The wrong key is being used or the token is expired.".into());
     };
     let principal = claims["oid"].as_str().unwrap_or_default().to_string();

@@ -60,7 +60,24 @@ pub fn strategic(target: &mut Value, patch: &Value) {
 /// # Errors
 /// When the patch is malformed or an operation fails.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let patch: json_patch::Patch = serde_json::from_value(patch.clone())
+    // The API server's JSON patch treats a missing path as null for `test` (kube-rs's
+    // finalizer helper relies on it when adding the first finalizer).
+    let patch = match patch.as_array() {
+        Some(ops) => Value::Array(
+            ops.iter()
+                .filter(|op| {
+                    !(op["op"] == "test"
+                        && op["value"].is_null()
+                        && op["path"]
+                            .as_str()
+                            .is_some_and(|p| target.pointer(p).is_none()))
+                })
+                .cloned()
+                .collect(),
+        ),
+        None => patch.clone(),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch)
         .map_err(|e| ApiError::bad_request(format!("the patch is not a JSON patch: {e}")))?;
     json_patch::patch(target, &patch).map_err(|e| {
         ApiError::invalid(json!({
@@ -344,5 +361,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.code, 422);
+        // A missing path tests equal to null, as on the real server.
+        let mut fresh = json!({"metadata": {}});
+        json_patch(&mut fresh, &json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": ["x"]}])).unwrap();
+        assert_eq!(fresh["metadata"]["finalizers"], json!(["x"]));
     }
 }

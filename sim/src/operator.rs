@@ -1,0 +1,103 @@
+//! The real operator (`dbgrant::run`), started in-process against a kubeconfig and an Azure
+//! configuration, for the sandbox and the end-to-end tests. "Killing" it aborts its task
+//! mid-flight, as a crashed pod would stop, so restart tests exercise real recovery.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use dbgrant::azure::{AzureConfig, AzureCosmos};
+use dbgrant::settings::{Cli, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How to run the operator.
+#[derive(Clone, Debug)]
+pub struct OperatorOptions {
+    /// Requeue interval after success, which is also the drift-check period.
+    pub resync_interval: Duration,
+    /// Reconciles at once per controller.
+    pub concurrency: u16,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(60),
+            concurrency: 8,
+        }
+    }
+}
+
+/// A running in-process operator.
+pub struct Operator {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Operator {
+    /// Start the operator's controllers against the cluster of `kubeconfig` and Azure as
+    /// `azure` describes, exactly as `dbgrant run` wires them.
+    ///
+    /// # Errors
+    /// When the settings do not parse or the Azure client cannot be built.
+    pub async fn start(
+        kubeconfig: &Path,
+        azure: AzureConfig,
+        options: &OperatorOptions,
+    ) -> anyhow::Result<Self> {
+        let resync = format!("{}s", options.resync_interval.as_secs().max(1));
+        let concurrency = options.concurrency.to_string();
+        let tenant = azure.tenant_id.clone();
+        let cli = Cli::try_parse_from([
+            "dbgrant",
+            "run",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--http-addr",
+            "127.0.0.1:0",
+            "--resync-interval",
+            &resync,
+            "--concurrency",
+            &concurrency,
+            "--azure-tenant-id",
+            &tenant,
+        ])
+        .context("building the operator's settings")?;
+        let Command::Run(args) = cli.command else {
+            anyhow::bail!("the operator's settings did not parse as `run`");
+        };
+        let cosmos = AzureCosmos::new(azure, None)
+            .await
+            .context("building the operator's Azure client")?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(dbgrant::run(args, Arc::new(cosmos), shutdown.clone()));
+        Ok(Self { shutdown, task })
+    }
+
+    /// Whether the operator stopped on its own (it should not).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stop it the hard way: in-flight reconciles are cut off, like a killed pod.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Stop it gracefully and report how it ended.
+    ///
+    /// # Errors
+    /// When the operator failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(result) => result,
+            Err(error) if error.is_cancelled() => Ok(()),
+            Err(error) => Err(anyhow::anyhow!("the operator task panicked: {error}")),
+        }
+    }
+}
