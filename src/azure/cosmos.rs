@@ -79,6 +79,14 @@ impl AzureCosmos {
     }
 }
 
+impl AzureCosmos {
+    /// The authenticated ARM client underneath, for the few ARM calls outside Cosmos DB RBAC
+    /// that tests and tooling make (creating identities for end-to-end runs, say).
+    pub fn arm(&self) -> &Arm {
+        &self.arm
+    }
+}
+
 /// A validated Cosmos DB account id, normalised without a trailing slash.
 fn account_path(account_id: &str) -> Result<&str, BackendError> {
     let trimmed = account_id.trim_end_matches('/');

@@ -294,18 +294,20 @@ async fn evaluate(
         && status.observed_generation == grant.metadata.generation
         && granted_before(status);
     if !recorded {
-        let Some(_guard) = ctx.account_locks.try_lock(account_id) else {
+        let Some(guard) = ctx.account_locks.try_lock(account_id) else {
             return Ok(Pass {
                 outcome,
                 blocked: None,
                 next: Next::Soon,
             });
         };
-        if let Err(error) = ctx
+        let put = ctx
             .cosmos
             .put_role_assignment(account_id, &assignment)
-            .await
-        {
+            .await;
+        // Released before revoking the old assignment, which takes the same lock.
+        drop(guard);
+        if let Err(error) = put {
             outcome.access = Some(Step::failed(error.reason, error.message.clone()));
             return Ok(Pass {
                 outcome,

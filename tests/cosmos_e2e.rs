@@ -1,0 +1,345 @@
+//! End to end: the real controllers against a Kubernetes API server and Azure — the
+//! simulators by default, a real cluster and subscription when `DBGRANT_E2E_*` is set (see
+//! `tests/support/world.rs`). Each test builds its own namespace, target and identities.
+
+mod support;
+
+use std::time::Duration;
+
+use dbgrant::api::Reason;
+use serde_json::json;
+use support::world::{World, WorldOptions, is_ready};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_go_ready_with_the_assignment_their_scope_asks_for() {
+    let world = World::start("scopes", WorldOptions::default()).await;
+    let app = world.workload("app").await;
+    world
+        .grant(
+            "whole",
+            json!({"serviceAccountName": "app", "role": "reader"}),
+        )
+        .await;
+    world
+        .grant(
+            "db",
+            json!({"serviceAccountName": "app", "role": "reader", "database": "orders"}),
+        )
+        .await;
+    world
+        .grant(
+            "coll",
+            json!({"serviceAccountName": "app", "role": "contributor", "database": "orders", "container": "items"}),
+        )
+        .await;
+    for name in ["whole", "db", "coll"] {
+        let grant = world.wait_ready(name).await;
+        let status = grant.status.expect("status");
+        assert_eq!(
+            status.principal_id.as_deref(),
+            Some(app.principal_id.as_str())
+        );
+    }
+    // kubectl sees the same thing users do.
+    world.kubectl_wait_ready("coll").await;
+
+    let account = world.account_id();
+    let mine = world.assignments_of(&app.principal_id).await;
+    let scopes: Vec<_> = mine.iter().map(|a| a.scope.clone()).collect();
+    assert_eq!(
+        mine.len(),
+        3,
+        "one assignment per distinct scope: {scopes:?}"
+    );
+    assert!(scopes.contains(&account.to_string()));
+    assert!(scopes.contains(&format!("{account}/dbs/orders")));
+    assert!(scopes.contains(&format!("{account}/dbs/orders/colls/items")));
+    let coll = mine
+        .iter()
+        .find(|a| a.scope.ends_with("/colls/items"))
+        .unwrap();
+    assert!(
+        coll.role_definition_id
+            .ends_with(dbgrant::backend::cosmos::BUILTIN_CONTRIBUTOR)
+    );
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_revokes_with_delete_and_keeps_the_assignment_with_retain() {
+    let world = World::start("deletion", WorldOptions::default()).await;
+    let app = world.workload("app").await;
+    world
+        .grant(
+            "gone",
+            json!({"serviceAccountName": "app", "role": "reader", "database": "a"}),
+        )
+        .await;
+    world
+        .grant(
+            "kept",
+            json!({"serviceAccountName": "app", "role": "reader", "database": "b", "deletionPolicy": "Retain"}),
+        )
+        .await;
+    world.wait_ready("gone").await;
+    world.wait_ready("kept").await;
+    assert_eq!(world.assignments_of(&app.principal_id).await.len(), 2);
+
+    world.delete_grant("gone").await;
+    world.delete_grant("kept").await;
+    let left = world.assignments_of(&app.principal_id).await;
+    assert_eq!(
+        left.len(),
+        1,
+        "only the retained assignment is left: {left:?}"
+    );
+    assert!(left[0].scope.ends_with("/dbs/b"));
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_sharing_an_assignment_keep_it_until_the_last_one_goes() {
+    let world = World::start("shared", WorldOptions::default()).await;
+    let app = world.workload("app").await;
+    let spec = json!({"serviceAccountName": "app", "role": "reader", "database": "orders"});
+    world.grant("first", spec.clone()).await;
+    world.grant("second", spec).await;
+    let first = world.wait_ready("first").await.status.unwrap();
+    let second = world.wait_ready("second").await.status.unwrap();
+    assert_eq!(first.role_assignment_id, second.role_assignment_id);
+    assert_eq!(world.assignments_of(&app.principal_id).await.len(), 1);
+
+    world.delete_grant("first").await;
+    assert_eq!(
+        world.assignments_of(&app.principal_id).await.len(),
+        1,
+        "deleting one grant must not revoke the other's access"
+    );
+    world.delete_grant("second").await;
+    assert!(world.assignments_of(&app.principal_id).await.is_empty());
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_principal_or_scope_replaces_the_assignment_without_leaking_the_old_one() {
+    let world = World::start("replace", WorldOptions::default()).await;
+    let old = world.workload("app").await;
+    world
+        .grant(
+            "g",
+            json!({"serviceAccountName": "app", "role": "reader", "database": "one"}),
+        )
+        .await;
+    world.wait_ready("g").await;
+
+    // Scope change.
+    world
+        .grant(
+            "g",
+            json!({"serviceAccountName": "app", "role": "reader", "database": "two"}),
+        )
+        .await;
+    world
+        .wait_grant("g", "the new scope", |g| {
+            g.status
+                .as_ref()
+                .and_then(|s| s.scope.as_deref())
+                .is_some_and(|s| s.ends_with("/dbs/two"))
+                && is_ready(g)
+        })
+        .await;
+    let mine = world.assignments_of(&old.principal_id).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert!(mine[0].scope.ends_with("/dbs/two"));
+
+    // Principal change: the ServiceAccount now names another identity.
+    let new = world.identity("app-v2").await;
+    world.federate(&new, "app").await;
+    world.annotate_service_account("app", &new.client_id).await;
+    world
+        .wait_grant("g", "the new principal", |g| {
+            g.status.as_ref().and_then(|s| s.principal_id.as_deref())
+                == Some(new.principal_id.as_str())
+                && is_ready(g)
+        })
+        .await;
+    assert!(
+        world.assignments_of(&old.principal_id).await.is_empty(),
+        "the old principal's assignment is removed"
+    );
+    assert_eq!(world.assignments_of(&new.principal_id).await.len(), 1);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_deleted_out_of_band_is_restored_within_one_resync() {
+    let options = WorldOptions {
+        resync_interval: Duration::from_secs(3),
+        ..WorldOptions::default()
+    };
+    let world = World::start("drift", options).await;
+    let app = world.workload("app").await;
+    world
+        .grant("g", json!({"serviceAccountName": "app", "role": "reader"}))
+        .await;
+    world.wait_ready("g").await;
+    let before = world.assignments_of(&app.principal_id).await;
+    assert_eq!(before.len(), 1);
+
+    world.delete_assignment_out_of_band(&before[0].guid).await;
+    assert!(world.assignments_of(&app.principal_id).await.is_empty());
+    let restored = world
+        .eventually(
+            "the assignment is restored",
+            Duration::from_secs(30),
+            || async {
+                let now = world.assignments_of(&app.principal_id).await;
+                (now.len() == 1).then_some(now)
+            },
+        )
+        .await;
+    assert_eq!(
+        restored[0].guid, before[0].guid,
+        "restored under the same deterministic id"
+    );
+    world.wait_event("g", "DriftRestored").await;
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_shows_its_own_reason() {
+    let options = WorldOptions {
+        allowed_roles: vec!["reader"],
+        ..WorldOptions::default()
+    };
+    let world = World::start("reasons", options).await;
+    world.workload("app").await;
+
+    // Unknown target.
+    world
+        .grant_raw(
+            "no-target",
+            json!({"serviceAccountName": "app", "target": "nope", "role": "reader"}),
+        )
+        .await;
+    // A role the target does not allow.
+    world
+        .grant(
+            "bad-role",
+            json!({"serviceAccountName": "app", "role": "contributor"}),
+        )
+        .await;
+    // A ServiceAccount without the workload identity annotation.
+    world.service_account("bare", None).await;
+    world
+        .grant(
+            "no-annotation",
+            json!({"serviceAccountName": "bare", "role": "reader"}),
+        )
+        .await;
+    // An identity with no federated credential for this ServiceAccount.
+    let lonely = world.identity("lonely").await;
+    world
+        .service_account("lonely", Some(&lonely.client_id))
+        .await;
+    world
+        .grant(
+            "not-federated",
+            json!({"serviceAccountName": "lonely", "role": "reader"}),
+        )
+        .await;
+    // A ServiceAccount that does not exist here.
+    world
+        .grant(
+            "no-sa",
+            json!({"serviceAccountName": "ghost", "role": "reader"}),
+        )
+        .await;
+
+    for (name, reason) in [
+        ("no-target", Reason::TargetNotFound),
+        ("bad-role", Reason::PolicyDenied),
+        ("no-annotation", Reason::IdentityAnnotationMissing),
+        ("not-federated", Reason::IdentityNotFederated),
+        ("no-sa", Reason::ServiceAccountNotFound),
+    ] {
+        world.wait_reason(name, reason).await;
+        world.wait_event(name, reason.as_str()).await;
+    }
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_rails_refuse_other_namespaces_and_revoke_when_policy_changes() {
+    let world = World::start("policy", WorldOptions::default()).await;
+    let app = world.workload("app").await;
+    world
+        .grant("g", json!({"serviceAccountName": "app", "role": "reader"}))
+        .await;
+    world.wait_ready("g").await;
+    assert_eq!(world.assignments_of(&app.principal_id).await.len(), 1);
+
+    // The platform team stops selecting this namespace: access already granted goes away.
+    world.set_namespace_label("elsewhere").await;
+    world.wait_reason("g", Reason::PolicyDenied).await;
+    world
+        .eventually(
+            "the assignment is revoked",
+            Duration::from_secs(30),
+            || async {
+                world
+                    .assignments_of(&app.principal_id)
+                    .await
+                    .is_empty()
+                    .then_some(())
+            },
+        )
+        .await;
+    world.wait_event("g", "PolicyDenied").await;
+
+    // And selecting it again restores it.
+    world.set_namespace_label(world.team()).await;
+    world.wait_ready("g").await;
+    assert_eq!(world.assignments_of(&app.principal_id).await.len(), 1);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_grant_can_borrow_another_namespaces_identity() {
+    let world = World::start("borrow", WorldOptions::default()).await;
+    // The victim's workload lives in a second namespace the target also allows.
+    let other = world.other_namespace("victim").await;
+    let victim = world.identity("victim").await;
+    world.federate_in(&victim, &other, "victim").await;
+    world
+        .service_account_in(&other, "victim", Some(&victim.client_id))
+        .await;
+
+    // The grant only names a ServiceAccount, so it can only mean one in its own namespace.
+    world
+        .grant(
+            "by-name",
+            json!({"serviceAccountName": "victim", "role": "reader"}),
+        )
+        .await;
+    world
+        .wait_reason("by-name", Reason::ServiceAccountNotFound)
+        .await;
+
+    // Copying the victim's client id onto our own ServiceAccount does not help either: the
+    // identity is federated only to the victim's ServiceAccount.
+    world
+        .service_account("thief", Some(&victim.client_id))
+        .await;
+    world
+        .grant(
+            "by-client-id",
+            json!({"serviceAccountName": "thief", "role": "reader"}),
+        )
+        .await;
+    world
+        .wait_reason("by-client-id", Reason::IdentityNotFederated)
+        .await;
+    assert!(world.assignments_of(&victim.principal_id).await.is_empty());
+    world.finish().await;
+}
