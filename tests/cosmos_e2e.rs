@@ -7,6 +7,8 @@ mod support;
 use std::time::Duration;
 
 use dbgrant::api::Reason;
+use dbgrant::backend::cosmos::{CosmosAccess as _, RoleAssignment};
+use dbgrant_sim::azure::AzureFault;
 use serde_json::json;
 use support::world::{World, WorldOptions, is_ready};
 
@@ -341,5 +343,171 @@ async fn no_grant_can_borrow_another_namespaces_identity() {
         .wait_reason("by-client-id", Reason::IdentityNotFederated)
         .await;
     assert!(world.assignments_of(&victim.principal_id).await.is_empty());
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_during_a_long_operation_leaves_no_duplicate_and_no_leak() {
+    let options = WorldOptions {
+        lro_duration: Duration::from_secs(2),
+        ..WorldOptions::default()
+    };
+    let world = World::start("crash", options).await;
+    let Some(sims) = world.sims() else {
+        return world.finish().await;
+    };
+    let app = world.workload("app").await;
+    world
+        .grant("g", json!({"serviceAccountName": "app", "role": "reader"}))
+        .await;
+    // Kill the operator while Azure is still running its PUT.
+    world
+        .eventually("the PUT is in flight", Duration::from_secs(20), || async {
+            (sims
+                .azure
+                .counters()
+                .with_status("sqlRoleAssignments.put", 202)
+                > 0)
+            .then_some(())
+        })
+        .await;
+    world.kill_operator().await;
+    world.start_operator().await;
+    let ready = world.wait_ready("g").await;
+    let mine = world.assignments_of(&app.principal_id).await;
+    assert_eq!(
+        mine.len(),
+        1,
+        "exactly one assignment after the restart: {mine:?}"
+    );
+    assert!(
+        ready
+            .status
+            .unwrap()
+            .role_assignment_id
+            .unwrap()
+            .ends_with(&mine[0].guid)
+    );
+
+    world.delete_grant("g").await;
+    assert!(
+        world.assignments_of(&app.principal_id).await.is_empty(),
+        "nothing leaks"
+    );
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_grants_on_one_account_converge_despite_412() {
+    let options = WorldOptions {
+        lro_duration: Duration::from_millis(400),
+        ..WorldOptions::default()
+    };
+    let world = World::start("busy", options).await;
+    let Some(sims) = world.sims() else {
+        return world.finish().await;
+    };
+    let app = world.workload("app").await;
+    // Another writer holds the account's RBAC lock part of the time, as a second operator or
+    // a person in the portal would.
+    let outsider = world.identity("outsider").await;
+    for i in 0..6 {
+        world
+            .grant(&format!("g{i}"), json!({"serviceAccountName": "app", "role": "reader", "database": format!("db{i}")}))
+            .await;
+    }
+    let outside_writes = async {
+        for i in 0..4 {
+            let assignment = RoleAssignment {
+                guid: uuid::Uuid::new_v4().to_string(),
+                role_definition_id: format!(
+                    "{}/sqlRoleDefinitions/{}",
+                    world.account_id(),
+                    dbgrant::backend::cosmos::BUILTIN_READER
+                ),
+                scope: format!("{}/dbs/outside{i}", world.account_id()),
+                principal_id: outsider.principal_id.clone(),
+            };
+            let _ = world.put_assignment_out_of_band(&assignment).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    outside_writes.await;
+    for i in 0..6 {
+        world.wait_ready(&format!("g{i}")).await;
+    }
+    assert_eq!(world.assignments_of(&app.principal_id).await.len(), 6);
+    assert!(
+        sims.azure
+            .counters()
+            .with_status("sqlRoleAssignments.put", 412)
+            > 0,
+        "the lock was contended: {:?}",
+        sims.azure.counters()
+    );
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried_honouring_retry_after() {
+    let world = World::start("storm", WorldOptions::default()).await;
+    let Some(sims) = world.sims() else {
+        return world.finish().await;
+    };
+    let app = world.workload("app").await;
+    let faults = sims.azure.faults();
+    faults.inject(AzureFault {
+        operation: Some("sqlRoleAssignments.put".into()),
+        status: Some(429),
+        retry_after: Some(1),
+        times: Some(3),
+        ..AzureFault::default()
+    });
+    faults.inject(AzureFault {
+        operation: Some("entra.token".into()),
+        status: Some(503),
+        times: Some(2),
+        ..AzureFault::default()
+    });
+    faults.inject(AzureFault {
+        operation: Some("accounts.get".into()),
+        status: Some(500),
+        times: Some(2),
+        ..AzureFault::default()
+    });
+    let started = std::time::Instant::now();
+    world
+        .grant("g", json!({"serviceAccountName": "app", "role": "reader"}))
+        .await;
+    world.wait_ready("g").await;
+    let counters = sims.azure.counters();
+    assert_eq!(
+        counters.with_status("sqlRoleAssignments.put", 429),
+        3,
+        "{counters:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "three Retry-After: 1 waits were honoured"
+    );
+    assert_eq!(world.assignments_of(&app.principal_id).await.len(), 1);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_identity_still_replicating_is_retried_until_azure_knows_it() {
+    let world = World::start("replica", WorldOptions::default()).await;
+    let Some(sims) = world.sims() else {
+        return world.finish().await;
+    };
+    sims.azure
+        .faults()
+        .set_principal_replication_delay(Duration::from_secs(3));
+    world.workload("app").await;
+    world
+        .grant("g", json!({"serviceAccountName": "app", "role": "reader"}))
+        .await;
+    world.wait_reason("g", Reason::PrincipalNotFound).await;
+    world.wait_ready("g").await;
     world.finish().await;
 }

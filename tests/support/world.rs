@@ -533,6 +533,19 @@ impl World {
             .collect()
     }
 
+    /// Write an assignment as someone other than the operator would, through ARM.
+    pub async fn put_assignment_out_of_band(
+        &self,
+        assignment: &RoleAssignment,
+    ) -> Result<(), dbgrant::backend::BackendError> {
+        within(
+            self.limit,
+            "writing an assignment",
+            self.admin.put_role_assignment(&self.account_id, assignment),
+        )
+        .await
+    }
+
     /// Delete an assignment behind the operator's back, through ARM.
     pub async fn delete_assignment_out_of_band(&self, guid: &str) {
         within(
