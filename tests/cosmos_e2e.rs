@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use dbgrant::api::Reason;
-use dbgrant::backend::cosmos::{CosmosAccess as _, RoleAssignment};
+use dbgrant::backend::cosmos::RoleAssignment;
 use dbgrant_sim::azure::AzureFault;
 use serde_json::json;
 use support::world::{World, WorldOptions, is_ready};
