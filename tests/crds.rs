@@ -193,7 +193,10 @@ fn conditions_are_a_list_map_keyed_by_type_and_printer_columns_resolve() {
         let conditions = &schema["properties"]["status"]["properties"]["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], "map");
         assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
-        assert_eq!(crd.spec.names.categories, Some(vec!["dbgrant".to_string()]));
+        assert_eq!(
+            crd.spec.names.categories,
+            Some(vec!["dbgrant-all".to_string()])
+        );
         assert!(
             version
                 .subresources

@@ -108,6 +108,9 @@ async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Action>
     let key = ObjectRef::from_obj(grant.as_ref()).erase();
     let old_status = grant.status.clone().unwrap_or_default();
     let mut status = old_status.clone();
+    if let Some(assignment) = ctx.recorded.get(&key) {
+        status.role_assignment_id = assignment;
+    }
     let before = report::ready_of(&status.conditions);
 
     let pass = evaluate(&grant, &namespace, ctx, &mut status).await?;
@@ -129,6 +132,7 @@ async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Action>
         let api = Api::<DatabaseAccessGrant>::namespaced(ctx.client.clone(), &namespace);
         report::apply_status(&api, &name, &status).await?;
     }
+    ctx.recorded.set(&key, status.role_assignment_id.clone());
     report::event_on_transition(
         &ctx.recorder,
         grant.as_ref(),
@@ -569,10 +573,12 @@ async fn revoke_unless_shared(
 
 async fn cleanup(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Action> {
     let key = ObjectRef::from_obj(grant.as_ref()).erase();
-    let recorded = grant
-        .status
-        .as_ref()
-        .and_then(|s| s.role_assignment_id.clone());
+    let recorded = ctx.recorded.get(&key).unwrap_or_else(|| {
+        grant
+            .status
+            .as_ref()
+            .and_then(|s| s.role_assignment_id.clone())
+    });
     let result = match (grant.spec.deletion_policy, recorded) {
         (DeletionPolicy::Retain, Some(id)) => {
             tracing::info!(grant = %grant.name_any(), assignment = %id, "deletionPolicy Retain: assignment kept");
@@ -584,6 +590,7 @@ async fn cleanup(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Actio
     match result {
         Ok(()) => {
             ctx.backoff.reset(&key);
+            ctx.recorded.forget(&key);
             Ok(Action::await_change())
         }
         Err(error) => {

@@ -7,6 +7,7 @@ pub mod grant_status;
 pub mod identity;
 pub mod locks;
 pub mod policy;
+pub mod recorded;
 pub mod report;
 mod target;
 
@@ -47,6 +48,8 @@ pub struct Context {
     pub backoff: Backoff<ObjectRef<DynamicObject>>,
     /// One RBAC write at a time per Cosmos DB account.
     pub account_locks: AccountLocks,
+    /// The assignment each grant's status was last written with (the cache can lag it).
+    pub recorded: recorded::RecordedAssignments,
     /// Every grant, as last seen (for shared-assignment checks and drift repair).
     pub grants: Store<DatabaseAccessGrant>,
     /// Every target, as last seen.
@@ -149,6 +152,7 @@ pub async fn run(
         metrics,
         backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
         account_locks: AccountLocks::default(),
+        recorded: recorded::RecordedAssignments::default(),
         grants: grant_store.clone(),
         targets: target_store.clone(),
         default_tenant: settings.default_tenant,

@@ -9,6 +9,7 @@ mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod paths;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod select;

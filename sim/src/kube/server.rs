@@ -256,7 +256,17 @@ async fn resource(
         }
         "create" if sub == Some("token") => {
             let name = target.name.as_deref().unwrap_or_default();
-            let request: Value = parse_json(&body)?;
+            let protobuf = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+            let request: Value = if protobuf {
+                super::protobuf::token_request(&body).ok_or_else(|| {
+                    ApiError::bad_request("the protobuf TokenRequest could not be decoded")
+                })?
+            } else {
+                parse_json(&body)?
+            };
             let sa = shared
                 .store
                 .lock()

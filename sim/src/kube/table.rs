@@ -26,11 +26,27 @@ pub fn render(resource: &ServedResource, objects: &[Value], resource_version: &s
         }));
         paths.push(column.json_path.clone());
     }
+    let dates: Vec<bool> = columns
+        .iter()
+        .skip(1)
+        .map(|c| c["type"] == "date")
+        .collect();
+    let now = k8s_openapi::jiff::Timestamp::now();
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
             let mut cells = vec![object["metadata"]["name"].clone()];
-            cells.extend(paths.iter().map(|p| cell(object, p)));
+            // The server renders date columns as ages ("5m"), as kubectl prints them.
+            cells.extend(paths.iter().zip(&dates).map(|(p, date)| {
+                match (cell(object, p), date) {
+                    (Value::String(time), true) => time
+                        .parse::<k8s_openapi::jiff::Timestamp>()
+                        .map_or(Value::String(time), |t| {
+                            json!(human_age(now.as_second() - t.as_second()))
+                        }),
+                    (value, _) => value,
+                }
+            }));
             let metadata = json!({
                 "kind": "PartialObjectMetadata",
                 "apiVersion": "meta.k8s.io/v1",
@@ -46,6 +62,29 @@ pub fn render(resource: &ServedResource, objects: &[Value], resource_version: &s
         "columnDefinitions": columns,
         "rows": rows,
     })
+}
+
+/// An age as the API server prints it (`45s`, `5m30s`, `3h`, `2d4h`, ...).
+pub fn human_age(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    let seconds = seconds.max(0);
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    match () {
+        () if seconds < 120 => format!("{seconds}s"),
+        () if minutes < 10 && seconds % 60 == 0 => format!("{minutes}m"),
+        () if minutes < 10 => format!("{minutes}m{}s", seconds % 60),
+        () if minutes < 180 => format!("{minutes}m"),
+        () if hours < 8 && minutes % 60 == 0 => format!("{hours}h"),
+        () if hours < 8 => format!("{hours}h{}m", minutes % 60),
+        () if hours < 48 => format!("{hours}h"),
+        () if hours < 24 * 8 && hours % 24 == 0 => format!("{}d", hours / 24),
+        () if hours < 24 * 8 => format!("{}d{}h", hours / 24, hours % 24),
+        () if hours < 24 * 365 * 2 => format!("{}d", hours / 24),
+        () if hours < 24 * 365 * 8 => format!("{}y{}d", hours / 24 / 365, (hours / 24) % 365),
+        () => format!("{}y", hours / 24 / 365),
+    }
 }
 
 /// Evaluate the JSONPath subset printer columns use: `.a.b`, `.a[0]`, and
@@ -135,5 +174,22 @@ mod tests {
         );
         assert_eq!(cell(&object, ".status.conditions[0].type"), json!("A"));
         assert_eq!(cell(&object, ".status.missing"), Value::Null);
+    }
+
+    #[test]
+    fn ages_read_like_kubectls() {
+        for (seconds, expected) in [
+            (5, "5s"),
+            (119, "119s"),
+            (300, "5m"),
+            (330, "5m30s"),
+            (7200, "120m"),
+            (4 * 3600 + 60, "4h1m"),
+            (30 * 3600, "30h"),
+            (3 * 86_400 + 3600, "3d1h"),
+            (40 * 86_400, "40d"),
+        ] {
+            assert_eq!(human_age(seconds), expected);
+        }
     }
 }
