@@ -291,7 +291,7 @@ fn identity_body(identity: &Identity, tenant: &str) -> Value {
         "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
         "location": identity.location,
         "tags": {},
-        "properties": {"tenantId": tenant, "principalId": identity.principal_id, "clientId": identity.client_id},
+        "properties": {"tenantId": tenant, "principalId": identity.principal_id, "clientId": identity.client_id, "isolationScope": "None"},
     })
 }
 
