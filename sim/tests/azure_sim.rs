@@ -153,12 +153,20 @@ impl World {
         token: &str,
         body: Option<Value>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let url = format!(
-            "{}{}{separator}api-version={API}",
-            self.azure.arm_endpoint(),
-            path.trim_start_matches('/')
-        );
+        let url = if path.contains("api-version=") {
+            format!(
+                "{}{}",
+                self.azure.arm_endpoint(),
+                path.trim_start_matches('/')
+            )
+        } else {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            format!(
+                "{}{}{separator}api-version={API}",
+                self.azure.arm_endpoint(),
+                path.trim_start_matches('/')
+            )
+        };
         let mut request = self.http.request(method, url).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -680,4 +688,145 @@ async fn throttling_and_failures_are_injected_and_counted() {
         )
         .await;
     assert_eq!(status, 400, "{error}");
+}
+
+#[tokio::test]
+async fn limits_stuck_operations_latency_and_the_data_planes_headers() {
+    let w = world(AzureSimConfig {
+        lro_duration: Duration::ZERO,
+        ..AzureSimConfig::default()
+    })
+    .await;
+    let account = w.azure.create_cosmos_account(SUB, "rg", "acct");
+    let admin = w.admin_token().await;
+
+    // 100 custom role definitions per account.
+    let definition = |i: usize| json!({"properties": {"roleName": format!("r{i}"), "type": "CustomRole", "assignableScopes": [account.resource_id], "permissions": [{"dataActions": ["Microsoft.DocumentDB/databaseAccounts/readMetadata"]}]}});
+    for i in 0..100 {
+        let (status, headers, _) = w
+            .arm(
+                reqwest::Method::PUT,
+                &format!(
+                    "{}/sqlRoleDefinitions/{}",
+                    account.resource_id,
+                    uuid::Uuid::new_v4()
+                ),
+                &admin,
+                Some(definition(i)),
+            )
+            .await;
+        assert_eq!(status, 202, "definition {i}");
+        w.wait_operation(&headers, &admin).await;
+    }
+    let (status, _, body) = w
+        .arm(
+            reqwest::Method::PUT,
+            &format!(
+                "{}/sqlRoleDefinitions/{}",
+                account.resource_id,
+                uuid::Uuid::new_v4()
+            ),
+            &admin,
+            Some(definition(100)),
+        )
+        .await;
+    assert_eq!(status, 400, "the 101st definition: {body}");
+
+    // 20 federated credentials per identity.
+    let identity = w.azure.create_identity(SUB, "rg", "app");
+    let fic = |i: usize| json!({"properties": {"issuer": "https://issuer.example", "subject": format!("system:serviceaccount:ns:sa{i}"), "audiences": ["api://AzureADTokenExchange"]}});
+    let fic_path = |i: usize| {
+        format!(
+            "{}/federatedIdentityCredentials/f{i}?api-version=2024-11-30",
+            identity.resource_id
+        )
+    };
+    for i in 0..20 {
+        assert_eq!(
+            w.arm(reqwest::Method::PUT, &fic_path(i), &admin, Some(fic(i)))
+                .await
+                .0,
+            201
+        );
+    }
+    assert_eq!(
+        w.arm(reqwest::Method::PUT, &fic_path(20), &admin, Some(fic(20)))
+            .await
+            .0,
+        400
+    );
+
+    // An operation that never finishes keeps the account's lock: every later write gets 412.
+    w.azure.faults().set_lro_stuck(true);
+    let assignment = |db: &str| json!({"properties": {"roleDefinitionId": format!("{}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000001", account.resource_id), "scope": format!("{}/dbs/{db}", account.resource_id), "principalId": identity.principal_id}});
+    let (status, headers, _) = w
+        .arm(
+            reqwest::Method::PUT,
+            &format!(
+                "{}/sqlRoleAssignments/{}",
+                account.resource_id,
+                uuid::Uuid::new_v4()
+            ),
+            &admin,
+            Some(assignment("a")),
+        )
+        .await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = headers["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let poll: Value = w
+        .http
+        .get(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(poll["status"], "Dequeued", "still running");
+    assert_eq!(
+        w.arm(
+            reqwest::Method::PUT,
+            &format!(
+                "{}/sqlRoleAssignments/{}",
+                account.resource_id,
+                uuid::Uuid::new_v4()
+            ),
+            &admin,
+            Some(assignment("b"))
+        )
+        .await
+        .0,
+        412
+    );
+
+    // Latency is injected where asked.
+    w.azure.faults().inject(AzureFault {
+        operation: Some("accounts.get".into()),
+        latency: Some(Duration::from_millis(400)),
+        times: Some(1),
+        ..AzureFault::default()
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(
+        w.arm(reqwest::Method::GET, &account.resource_id, &admin, None)
+            .await
+            .0,
+        200
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // The data plane wants x-ms-date and x-ms-version like Cosmos DB.
+    let response = w
+        .http
+        .get(&account.document_endpoint)
+        .header("authorization", "type=aad&ver=1.0&sig=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
 }
