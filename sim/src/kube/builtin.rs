@@ -129,6 +129,17 @@ pub fn resources() -> Vec<ServedResource> {
             &["crd", "crds"],
         ),
     ];
+    let mut review = resource(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        false,
+        false,
+        &[],
+    );
+    review.verbs = vec!["create".into()];
+    all.push(review);
     for r in &mut all {
         if matches!(r.plural.as_str(), "pods" | "services" | "deployments") {
             r.categories.push("all".into());

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod patch;
 pub mod paths;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod schema;
 pub mod select;

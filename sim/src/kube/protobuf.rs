@@ -100,6 +100,57 @@ pub fn token_request(body: &[u8]) -> Option<Value> {
     Some(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}))
 }
 
+fn strings(bytes: &[u8], names: &[(u64, &str)]) -> Value {
+    let mut object = json!({});
+    let mut reader = message(bytes);
+    while let Some((number, field)) = reader.next() {
+        if let (Some((_, name)), Field::Bytes(value)) =
+            (names.iter().find(|(n, _)| *n == number), field)
+        {
+            object[*name] = json!(String::from_utf8_lossy(value));
+        }
+    }
+    object
+}
+
+/// A protobuf SelfSubjectAccessReview (what `kubectl auth can-i` sends) as its JSON form.
+pub fn self_subject_access_review(body: &[u8]) -> Option<Value> {
+    let raw = unwrap_envelope(body)?;
+    let mut review = message(raw);
+    let mut spec = json!({});
+    while let Some((number, field)) = review.next() {
+        let (2, Field::Bytes(bytes)) = (number, field) else {
+            continue;
+        };
+        let mut reader = message(bytes);
+        while let Some((number, field)) = reader.next() {
+            match (number, field) {
+                (1, Field::Bytes(attributes)) => {
+                    spec["resourceAttributes"] = strings(
+                        attributes,
+                        &[
+                            (1, "namespace"),
+                            (2, "verb"),
+                            (3, "group"),
+                            (4, "version"),
+                            (5, "resource"),
+                            (6, "subresource"),
+                            (7, "name"),
+                        ],
+                    );
+                }
+                (2, Field::Bytes(attributes)) => {
+                    spec["nonResourceAttributes"] = strings(attributes, &[(1, "path"), (2, "verb")])
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": spec}),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use super::resources::ServedResource;
 use super::select::Selector;
 use super::store::Store;
 use super::tokens::{Issuer, User};
-use super::{discovery, openapi, patch, table, time, watch};
+use super::{discovery, openapi, patch, rbac, table, time, watch};
 
 /// Everything the handlers share.
 pub struct Shared {
@@ -79,7 +79,7 @@ async fn dispatch(
         }
         _ => {}
     }
-    let _user = authenticate(shared, headers)?;
+    let user = authenticate(shared, headers)?;
     if let Some(rest) = path.strip_prefix("/openapi/") {
         let resources = shared.store.lock().resources.clone();
         let document = match rest.trim_end_matches('/') {
@@ -116,7 +116,7 @@ async fn dispatch(
             discovery::resource_list(&resources, &group, &version).ok_or_else(ApiError::no_route)?
         }
         Route::Resource(target) => {
-            return resource(shared, method, &target, uri.query(), headers, body).await;
+            return resource(shared, &user, method, &target, uri.query(), headers, body).await;
         }
     };
     Ok(json_response(StatusCode::OK, &document))
@@ -159,6 +159,7 @@ fn verb_of(method: &Method, target: &Target, query: &HashMap<String, String>) ->
 
 async fn resource(
     shared: &Shared,
+    user: &User,
     method: &Method,
     target: &Target,
     raw_query: Option<&str>,
@@ -188,6 +189,25 @@ async fn resource(
     } else {
         None
     };
+    let attributes = rbac::Attributes {
+        verb: verb.to_string(),
+        group: served.group.clone(),
+        resource: served.plural.clone(),
+        subresource: target.subresource.clone(),
+        namespace: ns.clone(),
+        name: target.name.clone(),
+        path: None,
+    };
+    if !rbac::allowed(&shared.store.lock(), user, &attributes) {
+        let mut error = ApiError::forbidden(rbac::denied_message(user, &attributes));
+        error.details = Some(
+            json!({"name": target.name.clone().unwrap_or_default(), "group": served.group, "kind": served.plural}),
+        );
+        return Err(error);
+    }
+    if served.plural == "selfsubjectaccessreviews" && verb == "create" {
+        return access_review(shared, user, headers, &body);
+    }
     let options = objects::WriteOptions {
         strict: query.get("fieldValidation").map(String::as_str) == Some("Strict"),
         dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
@@ -540,6 +560,52 @@ fn patch_object(
         json_response(StatusCode::OK, &result),
         &warnings,
     ))
+}
+
+/// `kubectl auth can-i`: evaluate a SelfSubjectAccessReview for the requesting user.
+fn access_review(
+    shared: &Shared,
+    user: &User,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let protobuf = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+    let mut review = if protobuf {
+        super::protobuf::self_subject_access_review(body)
+            .ok_or_else(|| ApiError::bad_request("the protobuf review could not be decoded"))?
+    } else {
+        parse_json(body)?
+    };
+    let spec = &review["spec"];
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let attributes = if spec["nonResourceAttributes"].is_object() {
+        let a = &spec["nonResourceAttributes"];
+        rbac::Attributes {
+            verb: text(&a["verb"]).unwrap_or_default(),
+            path: text(&a["path"]),
+            ..rbac::Attributes::default()
+        }
+    } else {
+        let a = &spec["resourceAttributes"];
+        rbac::Attributes {
+            verb: text(&a["verb"]).unwrap_or_default(),
+            group: text(&a["group"]).unwrap_or_default(),
+            resource: text(&a["resource"]).unwrap_or_default(),
+            subresource: text(&a["subresource"]),
+            namespace: text(&a["namespace"]),
+            name: text(&a["name"]),
+            path: None,
+        }
+    };
+    let allowed = rbac::allowed(&shared.store.lock(), user, &attributes);
+    review["status"] =
+        json!({"allowed": allowed, "reason": if allowed { "allowed by RBAC" } else { "" }});
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["kind"] = json!("SelfSubjectAccessReview");
+    Ok(json_response(StatusCode::CREATED, &review))
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
