@@ -9,3 +9,21 @@ pub mod kube;
 pub mod operator;
 pub mod sandbox;
 pub mod tls;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// Write a file so that whoever polls for it never sees it half written (the simulators'
+/// binaries announce readiness by writing their kubeconfig or state file).
+///
+/// # Errors
+/// When the directory cannot be created or the file cannot be written.
+pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, contents).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
+}

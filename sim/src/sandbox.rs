@@ -103,9 +103,9 @@ impl Sandbox {
         })
         .await?;
         let kubeconfig = options.state_dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kube.kubeconfig_yaml())?;
+        crate::write_atomically(&kubeconfig, &kube.kubeconfig_yaml())?;
         let azure_state = options.state_dir.join("azure.json");
-        std::fs::write(&azure_state, serde_json::to_string_pretty(&azure.state())?)?;
+        crate::write_atomically(&azure_state, &serde_json::to_string_pretty(&azure.state())?)?;
 
         let client = kube.client().await?;
         for crd in dbgrant::api::crds() {

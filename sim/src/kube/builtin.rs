@@ -65,6 +65,16 @@ pub fn resources() -> Vec<ServedResource> {
             true,
             &["deploy"],
         ),
+        // Helm's readiness checks read a Deployment's ReplicaSets.
+        resource(
+            "apps",
+            "v1",
+            "ReplicaSet",
+            "replicasets",
+            true,
+            true,
+            &["rs"],
+        ),
         resource(
             "events.k8s.io",
             "v1",

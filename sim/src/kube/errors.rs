@@ -128,6 +128,23 @@ impl ApiError {
         }
     }
 
+    /// 422 for query parameters the API server's ListOptions validation refuses.
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            format!(
+                "ListOptions.meta.k8s.io \"\" is invalid: {}",
+                message.into()
+            ),
+        )
+    }
+
+    /// 415 for a body in a format the server cannot decode.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
+    }
+
     /// 500 for an injected or internal failure.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)

@@ -1,6 +1,8 @@
-//! The little of Kubernetes' protobuf encoding the simulator reads: kubectl sends some request
-//! bodies (TokenRequest from `kubectl create token`) as protobuf in the `k8s\0` envelope. Only
-//! those are decoded, into the JSON the handlers take; answers are always JSON.
+//! The little of Kubernetes' protobuf encoding the simulator reads: kubectl and Helm send some
+//! request bodies as protobuf in the `k8s\0` envelope (TokenRequest from `kubectl create
+//! token`, SelfSubjectAccessReview from `kubectl auth can-i`, Helm's release Secrets). Only
+//! those are decoded, into the JSON the handlers take; answers are always JSON, which client-go
+//! decodes whatever it asked for.
 
 use serde_json::{Value, json};
 
@@ -151,6 +153,142 @@ pub fn self_subject_access_review(body: &[u8]) -> Option<Value> {
     )
 }
 
+/// `map<string, T>` entries are messages of key (1) and value (2).
+fn map_entry(bytes: &[u8]) -> (String, &[u8]) {
+    let mut key = String::new();
+    let mut value: &[u8] = &[];
+    let mut reader = message(bytes);
+    while let Some((number, field)) = reader.next() {
+        match (number, field) {
+            (1, Field::Bytes(k)) => key = String::from_utf8_lossy(k).into_owned(),
+            (2, Field::Bytes(v)) => value = v,
+            _ => {}
+        }
+    }
+    (key, value)
+}
+
+fn text(bytes: &[u8]) -> Value {
+    json!(String::from_utf8_lossy(bytes))
+}
+
+/// `metav1.ObjectMeta`: the fields a client sets on create and update.
+fn object_meta(bytes: &[u8]) -> Value {
+    let mut meta = json!({});
+    let mut reader = message(bytes);
+    while let Some((number, field)) = reader.next() {
+        match (number, field) {
+            (1, Field::Bytes(v)) => meta["name"] = text(v),
+            (2, Field::Bytes(v)) => meta["generateName"] = text(v),
+            (3, Field::Bytes(v)) => meta["namespace"] = text(v),
+            (5, Field::Bytes(v)) => meta["uid"] = text(v),
+            (6, Field::Bytes(v)) if !v.is_empty() => meta["resourceVersion"] = text(v),
+            (11 | 12, Field::Bytes(v)) => {
+                let name = if number == 11 {
+                    "labels"
+                } else {
+                    "annotations"
+                };
+                let (key, value) = map_entry(v);
+                if !meta[name].is_object() {
+                    meta[name] = json!({});
+                }
+                meta[name][key] = text(value);
+            }
+            (14, Field::Bytes(v)) => {
+                if !meta["finalizers"].is_array() {
+                    meta["finalizers"] = json!([]);
+                }
+                if let Some(list) = meta["finalizers"].as_array_mut() {
+                    list.push(text(v));
+                }
+            }
+            _ => {}
+        }
+    }
+    meta
+}
+
+/// A protobuf Secret or ConfigMap as its JSON form; `None` for anything else (the caller
+/// answers 415 as the API server does for types it cannot decode).
+pub fn object(body: &[u8], group: &str, kind: &str) -> Option<Value> {
+    use base64::Engine as _;
+    let raw = unwrap_envelope(body)?;
+    let mut object = match (group, kind) {
+        ("", "Secret") => json!({"apiVersion": "v1", "kind": "Secret"}),
+        ("", "ConfigMap") => json!({"apiVersion": "v1", "kind": "ConfigMap"}),
+        _ => return None,
+    };
+    let mut reader = message(raw);
+    while let Some((number, field)) = reader.next() {
+        let (name, value) = match (kind, number, field) {
+            (_, 1, Field::Bytes(v)) => {
+                object["metadata"] = object_meta(v);
+                continue;
+            }
+            ("Secret", 3, Field::Bytes(v)) => {
+                object["type"] = text(v);
+                continue;
+            }
+            ("Secret", 5, Field::Varint(v)) | ("ConfigMap", 4, Field::Varint(v)) => {
+                object["immutable"] = json!(v != 0);
+                continue;
+            }
+            // Secret.data and ConfigMap.binaryData hold bytes, base64 in JSON.
+            ("Secret", 2, Field::Bytes(v)) | ("ConfigMap", 3, Field::Bytes(v)) => {
+                let (key, value) = map_entry(v);
+                let name = if kind == "Secret" {
+                    "data"
+                } else {
+                    "binaryData"
+                };
+                (
+                    name,
+                    (
+                        key,
+                        json!(base64::engine::general_purpose::STANDARD.encode(value)),
+                    ),
+                )
+            }
+            ("Secret", 4, Field::Bytes(v)) | ("ConfigMap", 2, Field::Bytes(v)) => {
+                let (key, value) = map_entry(v);
+                let name = if kind == "Secret" {
+                    "stringData"
+                } else {
+                    "data"
+                };
+                (name, (key, text(value)))
+            }
+            _ => continue,
+        };
+        if !object[name].is_object() {
+            object[name] = json!({});
+        }
+        object[name][value.0] = value.1;
+    }
+    Some(object)
+}
+
+/// Protobuf DeleteOptions (what client-go sends with a delete) as JSON: the propagation
+/// policy and the preconditions.
+pub fn delete_options(body: &[u8]) -> Option<Value> {
+    let raw = unwrap_envelope(body)?;
+    let mut options = json!({"kind": "DeleteOptions", "apiVersion": "v1"});
+    let mut reader = message(raw);
+    while let Some((number, field)) = reader.next() {
+        match (number, field) {
+            (1, Field::Varint(v)) => options["gracePeriodSeconds"] = json!(v),
+            (2, Field::Bytes(v)) => {
+                options["preconditions"] = strings(v, &[(1, "uid"), (2, "resourceVersion")]);
+            }
+            (3, Field::Varint(v)) => options["orphanDependents"] = json!(v != 0),
+            (4, Field::Bytes(v)) => options["propagationPolicy"] = text(v),
+            _ => {}
+        }
+    }
+    Some(options)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +314,32 @@ mod tests {
         );
         assert_eq!(decoded["spec"]["expirationSeconds"], 600);
         assert!(token_request(b"{}").is_none(), "JSON is not an envelope");
+    }
+
+    #[test]
+    fn a_secret_envelope_decodes_to_its_json_form() {
+        let entry = |k: &[u8], v: &[u8]| {
+            let mut e = field(1, k);
+            e.extend(field(2, v));
+            e
+        };
+        let mut meta = field(1, b"sh.helm.release.v1.demo.v1");
+        meta.extend(field(11, &entry(b"owner", b"helm")));
+        meta.extend(field(11, &entry(b"status", b"deployed")));
+        let mut secret = field(1, &meta);
+        secret.extend(field(2, &entry(b"release", b"\x01\x02")));
+        secret.extend(field(3, b"helm.sh/release.v1"));
+        let mut body = MAGIC.to_vec();
+        body.extend(field(1, &field(2, b"Secret")));
+        body.extend(field(2, &secret));
+        let decoded = object(&body, "", "Secret").unwrap();
+        assert_eq!(decoded["metadata"]["name"], "sh.helm.release.v1.demo.v1");
+        assert_eq!(
+            decoded["metadata"]["labels"],
+            json!({"owner": "helm", "status": "deployed"})
+        );
+        assert_eq!(decoded["data"]["release"], "AQI=");
+        assert_eq!(decoded["type"], "helm.sh/release.v1");
+        assert!(object(&body, "apps", "Deployment").is_none());
     }
 }

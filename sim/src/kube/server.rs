@@ -47,10 +47,13 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match dispatch(&shared, &method, &uri, &headers, body).await {
+    let response = match dispatch(&shared, &method, &uri, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    // One line per request, like the API server's httplog, for debugging real clients.
+    tracing::debug!(%method, %uri, status = response.status().as_u16(), "request");
+    response
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
@@ -247,7 +250,24 @@ async fn resource(
         }
         "list" => list(shared, &served, ns.as_deref(), &query, table),
         "watch" => {
+            let send_initial_events = query.get("sendInitialEvents").is_some_and(|b| b == "true");
+            // The API server's validation of streaming lists.
+            if send_initial_events
+                && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
+            {
+                return Err(ApiError::invalid_params(
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            if send_initial_events
+                && query.get("allowWatchBookmarks").map(String::as_str) != Some("true")
+            {
+                return Err(ApiError::invalid_params(
+                    "allowWatchBookmarks: Forbidden: sendInitialEvents requires allowWatchBookmarks=true",
+                ));
+            }
             let request = watch::WatchRequest {
+                send_initial_events,
                 resource: served,
                 namespace: ns,
                 labels: Selector::labels(
@@ -297,7 +317,7 @@ async fn resource(
             Ok(json_response(StatusCode::CREATED, &response))
         }
         "create" => {
-            let object = parse_json(&body)?;
+            let object = parse_body(headers, &body, &served)?;
             let (created, warnings) = objects::create(
                 &mut shared.store.lock(),
                 &served,
@@ -312,7 +332,7 @@ async fn resource(
         }
         "update" => {
             let name = target.name.as_deref().unwrap_or_default();
-            let object = parse_json(&body)?;
+            let object = parse_body(headers, &body, &served)?;
             let (updated, warnings) = objects::update(
                 &mut shared.store.lock(),
                 &served,
@@ -351,8 +371,16 @@ async fn resource(
         }
         "delete" => {
             let name = target.name.as_deref().unwrap_or_default();
+            let protobuf = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
             let options: Value = if body.is_empty() {
                 json!({})
+            } else if protobuf {
+                super::protobuf::delete_options(&body).ok_or_else(|| {
+                    ApiError::bad_request("the protobuf DeleteOptions could not be decoded")
+                })?
             } else {
                 parse_json(&body)?
             };
@@ -606,6 +634,26 @@ fn access_review(
     review["apiVersion"] = json!("authorization.k8s.io/v1");
     review["kind"] = json!("SelfSubjectAccessReview");
     Ok(json_response(StatusCode::CREATED, &review))
+}
+
+/// A create or update body, JSON or (for the built-ins clients send that way) protobuf.
+fn parse_body(
+    headers: &HeaderMap,
+    body: &Bytes,
+    served: &ServedResource,
+) -> Result<Value, ApiError> {
+    let protobuf = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+    if !protobuf {
+        return parse_json(body);
+    }
+    super::protobuf::object(body, &served.group, &served.kind).ok_or_else(|| {
+        ApiError::unsupported_media_type(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        )
+    })
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, ApiError> {

@@ -30,6 +30,10 @@ pub struct WatchRequest {
     pub resource_version: Option<u64>,
     /// Send `BOOKMARK` events.
     pub bookmarks: bool,
+    /// Streaming list (`sendInitialEvents=true`): the current objects as `ADDED` whatever the
+    /// version, then a bookmark annotated `k8s.io/initial-events-end` so the client knows its
+    /// cache is complete.
+    pub send_initial_events: bool,
     /// End the watch after this long.
     pub timeout: Duration,
 }
@@ -49,7 +53,12 @@ pub fn watch(store: &Arc<Store>, faults: &Faults, request: WatchRequest) -> Body
         let inner = store.lock();
         let receiver = store.subscribe();
         let current = inner.rv;
-        match request.resource_version.filter(|rv| *rv > 0) {
+        let start = if request.send_initial_events {
+            None
+        } else {
+            request.resource_version.filter(|rv| *rv > 0)
+        };
+        match start {
             None => {
                 let objects: Vec<Value> = inner.list(&key, request.namespace.as_deref());
                 let lines: Vec<Bytes> = objects
@@ -59,6 +68,12 @@ pub fn watch(store: &Arc<Store>, faults: &Faults, request: WatchRequest) -> Body
                     })
                     .map(|o| line("ADDED", &present(&request.resource, o.clone())))
                     .collect();
+                let mut lines: Vec<Bytes> = lines;
+                if request.send_initial_events {
+                    let mut end = bookmark(&request.resource, current);
+                    end["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+                    lines.push(line("BOOKMARK", &end));
+                }
                 (lines, current, receiver)
             }
             Some(rv) => match inner.changes_since(&key, rv) {
@@ -98,8 +113,7 @@ pub fn watch(store: &Arc<Store>, faults: &Faults, request: WatchRequest) -> Body
                 _ = epoch.changed() => return,
                 _ = &mut deadline => return,
                 _ = ticker.tick(), if request.bookmarks => {
-                    let bookmark = json!({"kind": resource.kind, "apiVersion": super::objects::api_version(&resource), "metadata": {"resourceVersion": last_rv.to_string()}});
-                    if tx.send(line("BOOKMARK", &bookmark)).await.is_err() {
+                    if tx.send(line("BOOKMARK", &bookmark(&resource, last_rv))).await.is_err() {
                         return;
                     }
                 }
@@ -123,6 +137,11 @@ pub fn watch(store: &Arc<Store>, faults: &Faults, request: WatchRequest) -> Body
         }
     });
     Body::from_stream(stream)
+}
+
+/// A bookmark carries only the kind and a resourceVersion, as the API server sends it.
+fn bookmark(resource: &ServedResource, rv: u64) -> Value {
+    json!({"kind": resource.kind, "apiVersion": super::objects::api_version(resource), "metadata": {"resourceVersion": rv.to_string()}})
 }
 
 fn matches(request: &WatchRequest, change: &Change) -> bool {
