@@ -287,6 +287,7 @@ pub fn update(
         object["metadata"]["generation"] = json!(generation);
     }
     built_in_defaults(resource, &mut object);
+    super::patch::prune_managed_fields(&mut object);
     let object = present(resource, object);
     if dry_run {
         return Ok((object, warnings));

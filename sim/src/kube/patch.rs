@@ -177,6 +177,32 @@ pub fn apply(
     Ok(result)
 }
 
+/// After any write, nobody owns a field the object no longer has (the API server drops removed
+/// fields from every manager's set), so a later apply of that field by someone else is not a
+/// conflict. Entries left owning nothing go away.
+pub fn prune_managed_fields(object: &mut Value) {
+    let Some(entries) = object["metadata"]["managedFields"].as_array() else {
+        return;
+    };
+    let mut kept = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let owned = paths_of(&entry["fieldsV1"]);
+        let present: BTreeSet<Path> = owned
+            .iter()
+            .filter(|p| lookup(object, p).is_some())
+            .cloned()
+            .collect();
+        if present.len() == owned.len() {
+            kept.push(entry.clone());
+        } else if !present.is_empty() {
+            let mut entry = entry.clone();
+            entry["fieldsV1"] = fields_of(&present);
+            kept.push(entry);
+        }
+    }
+    object["metadata"]["managedFields"] = Value::Array(kept);
+}
+
 /// Metadata the server owns; applying it is not ownership.
 fn is_server_field(path: &[String]) -> bool {
     match path {
@@ -334,6 +360,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(added["data"], json!({"a": "1", "z": "0"}));
+    }
+
+    #[test]
+    fn a_field_removed_by_another_write_is_no_longer_owned() {
+        let lease = json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "one", "leaseDurationSeconds": 3}});
+        let mut held = apply(None, &lease, "one", false, None, "v1", NOW).unwrap();
+        // A non-apply write (a strategic merge patch with nulls) clears the holder.
+        strategic(&mut held, &json!({"spec": {"holderIdentity": null}}));
+        prune_managed_fields(&mut held);
+        let owned = paths_of(&held["metadata"]["managedFields"][0]["fieldsV1"]);
+        assert!(!owned.contains(&vec!["spec".to_string(), "holderIdentity".to_string()]));
+        assert!(owned.contains(&vec![
+            "spec".to_string(),
+            "leaseDurationSeconds".to_string()
+        ]));
+        // So another manager may take it without forcing.
+        let taken = json!({"spec": {"holderIdentity": "two"}});
+        let result = apply(Some(&held), &taken, "two", false, None, "v1", NOW).unwrap();
+        assert_eq!(result["spec"]["holderIdentity"], "two");
+        // Without the pruning it would have been a conflict with "one".
+        let stale = apply(None, &lease, "one", false, None, "v1", NOW).unwrap();
+        let mut cleared = stale.clone();
+        strategic(&mut cleared, &json!({"spec": {"holderIdentity": null}}));
+        assert_eq!(
+            apply(Some(&cleared), &taken, "two", false, None, "v1", NOW)
+                .unwrap_err()
+                .code,
+            409
+        );
     }
 
     #[test]
