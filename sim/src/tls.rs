@@ -100,6 +100,15 @@ pub async fn bind_loopback(port: u16) -> anyhow::Result<TcpListener> {
 ///
 /// Each connection runs on its own task; upgrades are allowed so long-lived streams work.
 /// A failed handshake only ends that connection.
+/// Put this in a response's extensions to cut the connection instead of answering (fault
+/// injection: what a client sees when a load balancer or the network drops it).
+#[derive(Clone, Copy, Debug)]
+pub struct DropConnection;
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose (fault injection)")]
+struct ConnectionDropped;
+
 pub async fn serve_https(
     listener: TcpListener,
     tls: &TlsMaterial,
@@ -125,7 +134,18 @@ pub async fn serve_https(
             let Ok(tls_stream) = acceptor.accept(stream).await else {
                 return;
             };
-            let service = hyper_util::service::TowerToHyperService::new(router);
+            // A response marked `DropConnection` is turned into a service error: hyper then
+            // closes the connection (HTTP/1) or resets the stream (HTTP/2) without answering.
+            let service = hyper::service::service_fn(move |request| {
+                let mut router = router.clone();
+                async move {
+                    let Ok(response) = tower_service::Service::call(&mut router, request).await;
+                    if response.extensions().get::<DropConnection>().is_some() {
+                        return Err(ConnectionDropped);
+                    }
+                    Ok(response)
+                }
+            });
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             let conn = builder

@@ -830,3 +830,150 @@ async fn limits_stuck_operations_latency_and_the_data_planes_headers() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn arm_throttles_each_principal_with_token_buckets() {
+    use dbgrant_sim::azure::throttle::{Bucket, Throttling};
+    let w = world(AzureSimConfig {
+        throttling: Throttling {
+            writes: Bucket {
+                size: 3,
+                refill_per_second: 1.0,
+            },
+            ..Throttling::default()
+        },
+        ..fast()
+    })
+    .await;
+    let admin = w.admin_token().await;
+    let identity = format!(
+        "subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app?api-version=2024-11-30"
+    );
+    let put = || {
+        w.arm(
+            reqwest::Method::PUT,
+            &identity,
+            &admin,
+            Some(json!({"location": "westeurope"})),
+        )
+    };
+    let remaining = |headers: &reqwest::header::HeaderMap, kind: &str| {
+        headers[format!("x-ms-ratelimit-remaining-subscription-{kind}").as_str()]
+            .to_str()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        let (status, headers, body) = put().await;
+        assert!(status == 200 || status == 201, "{status}: {body}");
+        left.push(remaining(&headers, "writes"));
+    }
+    assert_eq!(left, [2, 1, 0], "the bucket counts down");
+    let (status, headers, body) = put().await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "SubscriptionRequestsThrottled");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Number of 'write' requests for subscription"),
+        "{body}"
+    );
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(remaining(&headers, "writes"), 0);
+    // Reads have their own bucket.
+    let (status, headers, _) = w.arm(reqwest::Method::GET, &identity, &admin, None).await;
+    assert_eq!(status, 200);
+    assert!(remaining(&headers, "reads") > 200);
+    // After Retry-After, a token is back.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(put().await.0, 200);
+    assert!(w.azure.counters().with_status("identities.put", 429) >= 1);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_reaches_the_client_as_a_transport_error() {
+    let w = world(fast()).await;
+    let account = w.azure.create_cosmos_account(SUB, "rg", "acct");
+    let admin = w.admin_token().await;
+    w.azure.faults().inject(AzureFault {
+        operation: Some("accounts.get".into()),
+        drop_connection: true,
+        times: Some(1),
+        ..AzureFault::default()
+    });
+    let url = format!(
+        "{}{}?api-version={API}",
+        w.azure.arm_endpoint(),
+        account.resource_id.trim_start_matches('/')
+    );
+    let error = timeout(LIMIT, w.http.get(&url).bearer_auth(&admin).send())
+        .await
+        .unwrap()
+        .expect_err("no answer at all, not even an error status");
+    assert!(error.status().is_none(), "{error:?}");
+    assert!(error.is_request() || error.is_connect(), "{error:?}");
+    // The fault hit once; the next call is answered.
+    let (status, _, _) = w
+        .arm(reqwest::Method::GET, &account.resource_id, &admin, None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_account_holds_at_most_2000_role_assignments() {
+    use dbgrant_sim::azure::throttle::{Bucket, Throttling};
+    let plenty = Bucket {
+        size: 100_000,
+        refill_per_second: 1000.0,
+    };
+    let w = world(AzureSimConfig {
+        lro_duration: Duration::ZERO,
+        throttling: Throttling {
+            reads: plenty,
+            writes: plenty,
+            deletes: plenty,
+        },
+        ..AzureSimConfig::default()
+    })
+    .await;
+    let account = w.azure.create_cosmos_account(SUB, "rg", "acct");
+    let identity = w.azure.create_identity(SUB, "rg", "app");
+    let admin = w.admin_token().await;
+    let assign = |i: usize| {
+        let body = json!({"properties": {
+            "roleDefinitionId": format!("{}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000001", account.resource_id),
+            "scope": format!("{}/dbs/db{i}", account.resource_id),
+            "principalId": identity.principal_id,
+        }});
+        let path = format!(
+            "{}/sqlRoleAssignments/{}",
+            account.resource_id,
+            uuid::Uuid::new_v4()
+        );
+        let w = &w;
+        let admin = &admin;
+        async move { w.arm(reqwest::Method::PUT, &path, admin, Some(body)).await }
+    };
+    for i in 0..2000 {
+        let (status, headers, body) = assign(i).await;
+        assert_eq!(status, 202, "assignment {i}: {body}");
+        assert_eq!(
+            w.wait_operation(&headers, &admin).await["status"],
+            "Succeeded"
+        );
+    }
+    let (status, _, body) = assign(2000).await;
+    assert_eq!(status, 400, "the 2,001st assignment: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit of 2000"),
+        "{body}"
+    );
+    assert_eq!(w.azure.role_assignments(&account.resource_id).len(), 2000);
+}

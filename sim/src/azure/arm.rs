@@ -112,7 +112,8 @@ fn forbidden(caller: &str, action: &str, scope: &str) -> ArmError {
     )
 }
 
-/// Route an ARM request below `/subscriptions/`.
+/// Serve an ARM request below `/subscriptions/`: authenticate, throttle as ARM does (the
+/// remaining tokens in a header on every answer), route.
 pub async fn handle(
     shared: &Shared,
     method: &Method,
@@ -120,8 +121,46 @@ pub async fn handle(
     query: &HashMap<String, String>,
     authorization: Option<&str>,
     body: &[u8],
+) -> Response {
+    let caller = match caller(shared, authorization) {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
+    let subscription = path.trim_matches('/').split('/').nth(1).unwrap_or_default();
+    let kind = super::throttle::Kind::of(method);
+    let header = format!("x-ms-ratelimit-remaining-subscription-{}", kind.name());
+    let (remaining, mut response) = match shared.throttle.take(subscription, &caller, kind) {
+        Err(throttled) => {
+            let mut error = ArmError::new(429, "SubscriptionRequestsThrottled", throttled.message);
+            error.retry_after = Some(throttled.retry_after);
+            (0, error.into_response())
+        }
+        Ok(remaining) => (
+            remaining,
+            match route(shared, &caller, method, path, query, body).await {
+                Ok((_, response)) => response,
+                Err(error) => error.into_response(),
+            },
+        ),
+    };
+    if let Ok(value) = axum::http::HeaderValue::from_str(&remaining.to_string()) {
+        response.headers_mut().insert(
+            axum::http::HeaderName::try_from(header).expect("a valid header name"),
+            value,
+        );
+    }
+    response
+}
+
+async fn route(
+    shared: &Shared,
+    caller: &str,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
 ) -> Result<(String, Response), ArmError> {
-    let caller = caller(shared, authorization)?;
+    let caller = caller.to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();

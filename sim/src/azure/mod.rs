@@ -9,6 +9,7 @@ pub mod errors;
 pub mod faults;
 pub mod rbac;
 pub mod state;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,6 +45,8 @@ pub struct AzureSimConfig {
     pub access_token_lifetime: Duration,
     /// How long RBAC writes take to complete.
     pub lro_duration: Duration,
+    /// ARM's token buckets (per subscription and principal).
+    pub throttling: throttle::Throttling,
 }
 
 impl Default for AzureSimConfig {
@@ -53,6 +56,7 @@ impl Default for AzureSimConfig {
             oidc_trusted_ca_pems: Vec::new(),
             access_token_lifetime: Duration::from_secs(3600),
             lro_duration: Duration::from_millis(300),
+            throttling: throttle::Throttling::default(),
         }
     }
 }
@@ -150,6 +154,8 @@ pub struct Shared {
     pub access_token_lifetime: Duration,
     /// When each assignment reaches the data plane.
     pub effective_at: Mutex<HashMap<String, Instant>>,
+    /// ARM's request throttling.
+    pub throttle: throttle::Throttle,
 }
 
 impl Shared {
@@ -241,6 +247,7 @@ impl AzureSim {
             faults: AzureFaults::new(config.lro_duration),
             access_token_lifetime: config.access_token_lifetime,
             effective_at: Mutex::default(),
+            throttle: throttle::Throttle::new(config.throttling),
         });
         let shutdown = CancellationToken::new();
         let router = Router::new().fallback(handle).with_state(shared.clone());
@@ -484,12 +491,8 @@ async fn handle(
             tokio::time::sleep(latency).await;
         }
         if fault.drop_connection {
-            // Dropping the response future's output is not possible in axum; an empty 502
-            // with `connection: close` is what a cut connection looks like to a retrying client.
-            let mut response = (axum::http::StatusCode::BAD_GATEWAY, "").into_response();
-            response
-                .headers_mut()
-                .insert("connection", axum::http::HeaderValue::from_static("close"));
+            let mut response = axum::http::StatusCode::OK.into_response();
+            response.extensions_mut().insert(crate::tls::DropConnection);
             return response;
         }
         if let Some(status) = fault.status {
@@ -577,10 +580,7 @@ async fn route(
         }
         ["subscriptions", ..] => {
             let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-            match arm::handle(shared, method, path, query, authorization, body).await {
-                Ok((_, response)) => response,
-                Err(error) => error.into_response(),
-            }
+            arm::handle(shared, method, path, query, authorization, body).await
         }
         _ => {
             errors::ArmError::new(404, "NotFound", format!("No route for {path}.")).into_response()
