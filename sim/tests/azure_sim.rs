@@ -300,8 +300,65 @@ async fn a_federated_service_account_token_is_exchanged_for_the_identitys_token(
             "https://cosmos.azure.com/.default",
         )
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert_ne!(body["error_codes"], json!([70021]));
+    assert_eq!(
+        (status, body["error_codes"].clone()),
+        (400, json!([700027])),
+        "{body}"
+    );
+    // Signed by the issuer but expired, or addressed to another audience.
+    let mut claims = dbgrant_sim::jwt::unverified_claims(&token).unwrap();
+    let now = claims["iat"].as_i64().unwrap();
+    claims["iat"] = json!(now - 7200);
+    claims["nbf"] = json!(now - 7200);
+    claims["exp"] = json!(now - 3600);
+    let expired = w.kube.sign_token(&claims).unwrap();
+    let (status, body) = w
+        .exchange(
+            &identity.client_id,
+            &expired,
+            "https://cosmos.azure.com/.default",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error_codes"].clone()),
+        (400, json!([700024])),
+        "{body}"
+    );
+    let mut claims = dbgrant_sim::jwt::unverified_claims(&token).unwrap();
+    claims["aud"] = json!(["https://kubernetes.default.svc"]);
+    let misaddressed = w.kube.sign_token(&claims).unwrap();
+    let (status, body) = w
+        .exchange(
+            &identity.client_id,
+            &misaddressed,
+            "https://cosmos.azure.com/.default",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error_codes"].clone()),
+        (400, json!([70021])),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("Assertion Audience: 'https://kubernetes.default.svc'"),
+        "{body}"
+    );
+    // Not a JWT at all.
+    let (status, body) = w
+        .exchange(
+            &identity.client_id,
+            "not-a-jwt",
+            "https://cosmos.azure.com/.default",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error_codes"].clone()),
+        (400, json!([50027])),
+        "{body}"
+    );
     // An unknown resource.
     let (status, body) = w
         .exchange(

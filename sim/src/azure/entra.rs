@@ -94,8 +94,9 @@ impl OidcCache {
         Ok(jwks)
     }
 
-    /// The key `kid` of `issuer`, refetching once when it is not cached.
-    async fn key(&self, issuer: &str, kid: &str) -> Result<DecodingKey, String> {
+    /// The key `kid` of `issuer`, refetching once when it is not cached; `Ok(None)` when the
+    /// issuer does not publish it, `Err` when the issuer cannot be read.
+    async fn key(&self, issuer: &str, kid: &str) -> Result<Option<DecodingKey>, String> {
         let cached = self
             .keys
             .lock()
@@ -106,10 +107,12 @@ impl OidcCache {
             Some(set) if set.find(kid).is_some() => set,
             _ => self.fetch(issuer).await?,
         };
-        let jwk = set
-            .find(kid)
-            .ok_or_else(|| format!("no key '{kid}' in the issuer's JWKS"))?;
-        DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())
+        let Some(jwk) = set.find(kid) else {
+            return Ok(None);
+        };
+        DecodingKey::from_jwk(jwk)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -267,6 +270,15 @@ async fn federated(shared: &Shared, client_id: &str, assertion: &str) -> Result<
             "invalid_request",
             90061,
             &format!("Request to External OIDC endpoint failed: {e}"),
+        )
+    })?;
+    // Entra's answer for a signature by a key the issuer does not publish.
+    let key = key.ok_or_else(|| {
+        invalid(
+            700027,
+            &format!(
+                "Client assertion failed signature validation. (Reason - The key was not found., Thumbprint of key used by client: '{kid}')"
+            ),
         )
     })?;
     let mut validation = Validation::new(Algorithm::RS256);

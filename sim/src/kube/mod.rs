@@ -113,6 +113,14 @@ impl KubeSim {
         self.shared.issuer.url.clone()
     }
 
+    /// Claims signed with the ServiceAccount issuer's key, for tests of token verifiers.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn sign_token(&self, claims: &serde_json::Value) -> anyhow::Result<String> {
+        self.shared.issuer.sign(claims)
+    }
+
     /// The CA certificate (PEM) the server's certificate chains to.
     pub fn ca_pem(&self) -> String {
         self.ca_pem.clone()

@@ -68,6 +68,15 @@ impl Issuer {
         })
     }
 
+    /// Sign arbitrary claims with the issuer's key (tests of verifiers: expired or
+    /// wrongly addressed tokens the API server itself would never mint).
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn sign(&self, claims: &Value) -> anyhow::Result<String> {
+        self.key.sign(claims)
+    }
+
     /// `/openid/v1/jwks`.
     pub fn jwks(&self) -> Value {
         self.key.jwks()
