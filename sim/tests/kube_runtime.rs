@@ -1,6 +1,6 @@
 //! kube-rs's runtime against the Kubernetes simulator: a `Controller` over a CRD that owns
 //! ConfigMaps (metadata-only watches of the owned kind, ownerReference mapping, garbage
-//! collection), and leader election with `kube-lease-manager` (Lease holderIdentity,
+//! collection) through kube's finalizer helper with server-side-apply status patches, and leader election with `kube-lease-manager` (Lease holderIdentity,
 //! renewTime and leaseDurationSeconds, written with optimistic concurrency on resourceVersion).
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher::Config;
 use kube::{CustomResource, CustomResourceExt, Resource, ResourceExt};
@@ -47,14 +48,34 @@ struct WidgetStatus {
 struct Context {
     client: kube::Client,
     reconciles: AtomicUsize,
+    cleanups: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-struct Error(#[from] kube::Error);
+struct Error(Box<kube::runtime::finalizer::Error<kube::Error>>);
 
+const FINALIZER: &str = "test.dbgrant.io/cleanup";
+
+/// Through kube's finalizer helper: it adds the finalizer with a JSON patch (`test` on a
+/// missing path first), and on deletion runs the cleanup before removing it.
 async fn reconcile(widget: Arc<Widget>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.reconciles.fetch_add(1, Ordering::SeqCst);
+    let api: Api<Widget> = Api::namespaced(ctx.client.clone(), &widget.namespace().unwrap());
+    finalizer(&api, FINALIZER, widget, |event| async {
+        match event {
+            Finalizer::Apply(widget) => apply(&widget, &ctx).await,
+            Finalizer::Cleanup(_) => {
+                ctx.cleanups.fetch_add(1, Ordering::SeqCst);
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error(Box::new(e)))
+}
+
+async fn apply(widget: &Widget, ctx: &Context) -> Result<Action, kube::Error> {
     let ns = widget.namespace().unwrap();
     let name = format!("{}-size", widget.name_any());
     let owner = widget.controller_owner_ref(&()).unwrap();
@@ -118,6 +139,7 @@ async fn a_controller_owning_config_maps_reconciles_and_repairs_them() {
     let ctx = Arc::new(Context {
         client: client.clone(),
         reconciles: AtomicUsize::new(0),
+        cleanups: AtomicUsize::new(0),
     });
     let controller = Controller::new(widgets.clone(), Config::default())
         .owns(config_maps.clone(), Config::default())
@@ -138,6 +160,7 @@ async fn a_controller_owning_config_maps_reconciles_and_repairs_them() {
     let owner = &config_map.metadata.owner_references.as_ref().unwrap()[0];
     let stored = widgets.get("gear").await.unwrap();
     assert_eq!(owner.uid, stored.metadata.uid.clone().unwrap());
+    assert_eq!(stored.finalizers(), [FINALIZER]);
     assert_eq!(owner.controller, Some(true));
     assert_eq!(config_map.data.unwrap()["size"], "3");
     wait_for("the status", || async {
@@ -176,11 +199,17 @@ async fn a_controller_owning_config_maps_reconciles_and_repairs_them() {
     })
     .await;
 
-    // Deleting the owner garbage-collects what it owns.
+    // Deleting the owner runs the cleanup, lets the finalizer go, and garbage-collects what
+    // it owns.
     widgets
         .delete("gear", &DeleteParams::default())
         .await
         .unwrap();
+    wait_for("the finalizer to let go", || async {
+        widgets.get_opt("gear").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(ctx.cleanups.load(Ordering::SeqCst), 1);
     wait_for("garbage collection", || async {
         config_maps.get_opt("gear-size").await.unwrap().is_none()
     })

@@ -275,15 +275,37 @@ fn check_string(schema: &Value, s: &str, path: &str, outcome: &mut Outcome) {
             format!("Invalid value: \"{s}\": {path} in body should match '{pattern}'"),
         );
     }
-    if schema.get("format").and_then(Value::as_str) == Some("date-time")
-        && s.parse::<k8s_openapi::jiff::Timestamp>().is_err()
+    if let Some(format) = schema.get("format").and_then(Value::as_str)
+        && !format_ok(format, s)
     {
         error(
             outcome,
             "FieldValueInvalid",
             path,
-            format!("Invalid value: \"{s}\": {path} in body must be of type date-time: \"{s}\""),
+            format!("Invalid value: \"{s}\": {path} in body must be of type {format}: \"{s}\""),
         );
+    }
+}
+
+/// The string formats the API server checks (kube-openapi's registry); unknown formats pass.
+fn format_ok(format: &str, s: &str) -> bool {
+    use base64::Engine as _;
+    match format {
+        "date-time" => s.parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+        "date" => s.parse::<k8s_openapi::jiff::civil::Date>().is_ok() && s.len() == 10,
+        "uuid" | "uuid3" | "uuid4" | "uuid5" => {
+            s.len() == 36
+                && uuid::Uuid::parse_str(s).is_ok_and(|u| match format {
+                    "uuid3" => u.get_version_num() == 3,
+                    "uuid4" => u.get_version_num() == 4,
+                    "uuid5" => u.get_version_num() == 5,
+                    _ => true,
+                })
+        }
+        "byte" => base64::engine::general_purpose::STANDARD.decode(s).is_ok(),
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        _ => true,
     }
 }
 
@@ -318,5 +340,27 @@ fn join(path: &str, key: &str) -> String {
         key.to_string()
     } else {
         format!("{path}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_ok;
+
+    #[test]
+    fn string_formats_are_checked_like_the_api_server_does() {
+        assert!(format_ok("date-time", "2026-11-25T04:00:00Z"));
+        assert!(!format_ok("date-time", "yesterday"));
+        assert!(format_ok("date", "2026-11-25"));
+        assert!(!format_ok("date", "2026-13-01"));
+        assert!(format_ok("uuid", "6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10"));
+        assert!(!format_ok("uuid", "6f8f4c2e3b1a4d8e9c712a5e0b9d4f10"));
+        assert!(format_ok("uuid4", "6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10"));
+        assert!(!format_ok("uuid5", "6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10"));
+        assert!(format_ok("byte", "aGVsbG8="));
+        assert!(!format_ok("byte", "not base64!"));
+        assert!(format_ok("ipv4", "10.0.0.1"));
+        assert!(!format_ok("ipv6", "10.0.0.1"));
+        assert!(format_ok("int64", "anything"), "unknown formats pass");
     }
 }
