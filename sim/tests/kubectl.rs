@@ -290,3 +290,39 @@ async fn create_token_returns_a_jwt_for_the_audience_that_verifies_against_the_j
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
         .expect("the token verifies");
 }
+
+#[tokio::test]
+async fn discovery_is_aggregated_when_kubectl_asks_for_it() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    k.ok(&["apply", "-f", &repo("crds").display().to_string()])
+        .await;
+    // A fresh cache: discovery must come from the server.
+    let output = k
+        .run(&["api-resources", "--cache-dir", "/dev/null/none", "-v=6"])
+        .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    for expected in [
+        "databaseaccessgrants",
+        "dbgrant,dbgrants",
+        "leases",
+        "deployments",
+    ] {
+        assert!(stdout.contains(expected), "{expected} missing:\n{stdout}");
+    }
+    // Two documents (`/api` and `/apis`) describe everything: no per-group requests.
+    let gets: Vec<&str> = log.lines().filter(|l| l.contains("verb=\"GET\"")).collect();
+    assert!(
+        gets.iter().any(|l| l.contains("/apis?")),
+        "no /apis request:\n{log}"
+    );
+    assert!(
+        !gets
+            .iter()
+            .any(|l| l.contains("/apis/dbgrant.io/v1alpha1") || l.contains("/api/v1?")),
+        "kubectl fell back to per-group discovery:\n{log}"
+    );
+}

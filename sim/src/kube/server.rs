@@ -109,6 +109,22 @@ async fn dispatch(
     }
     let route = paths::route(path).ok_or_else(ApiError::no_route)?;
     let resources = shared.store.lock().resources.clone();
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if matches!(route, Route::CoreVersions | Route::Groups) && discovery::wants_aggregated(accept) {
+        let document = discovery::aggregated(&resources, matches!(route, Route::CoreVersions));
+        let mut response = json_response(StatusCode::OK, &document);
+        response.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static(discovery::AGGREGATED),
+        );
+        response
+            .headers_mut()
+            .insert("vary", HeaderValue::from_static("Accept"));
+        return Ok(response);
+    }
     let document = match route {
         Route::CoreVersions => discovery::core_versions(&shared.address),
         Route::Groups => discovery::group_list(&resources),
