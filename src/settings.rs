@@ -90,43 +90,24 @@ pub enum LogFormat {
     Text,
 }
 
-/// Parse durations such as `90s`, `10m`, `1h` or `1h30m`; a bare number means seconds.
+/// Parse durations such as `90s`, `10m`, `1h`, `1h30m` or `2h 30m`; a bare number means
+/// seconds. jiff's "friendly" duration format (already in the tree through k8s-openapi) does
+/// the parsing.
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let input = input.trim();
-    if let Ok(secs) = input.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for ch in input.chars() {
-        if ch.is_ascii_digit() {
-            number.push(ch);
-            continue;
-        }
-        let unit = match ch {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => {
-                return Err(format!(
-                    "unknown unit '{ch}' in duration '{input}' (use s, m, h, d)"
-                ));
-            }
-        };
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("missing number before '{ch}' in duration '{input}'"))?;
-        total = total.saturating_add(value.saturating_mul(unit));
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(format!("duration '{input}' ends without a unit"));
-    }
-    if total == 0 {
+    let parsed = match input.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => input
+            .parse::<k8s_openapi::jiff::SignedDuration>()
+            .map_err(|e| format!("invalid duration '{input}' (use e.g. 90s, 10m, 1h30m): {e}"))
+            .and_then(|d| {
+                Duration::try_from(d).map_err(|_| format!("duration '{input}' is negative"))
+            })?,
+    };
+    if parsed.is_zero() {
         return Err(format!("duration '{input}' must be greater than zero"));
     }
-    Ok(Duration::from_secs(total))
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -142,6 +123,8 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("10m5").is_err());
         assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration("2h 30m"), Ok(Duration::from_secs(9000)));
+        assert!(parse_duration("-5m").is_err());
     }
 
     #[test]
