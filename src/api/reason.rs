@@ -143,6 +143,14 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// Failures whose fix is made in Azure (a federated credential added, an identity
+    /// created), which no Kubernetes watch reports: worth a slow periodic look.
+    pub fn fixed_in_azure(self) -> bool {
+        matches!(self, Self::IdentityNotFederated | Self::UnknownClientId)
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

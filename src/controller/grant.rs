@@ -64,6 +64,7 @@ pub fn error_policy(grant: Arc<DatabaseAccessGrant>, error: &Error, ctx: Arc<Con
 }
 
 /// When to look at the grant again.
+#[derive(Debug, PartialEq, Eq)]
 enum Next {
     /// Nothing will change until the user (or a watched object) does.
     AwaitChange,
@@ -92,8 +93,20 @@ impl Pass {
     }
 }
 
+/// How soon a grant whose identity is set up wrongly in Azure looks again: the fix (a
+/// federated credential, a corrected identity) happens where no watch can see it.
+const AZURE_SETUP_RECHECK: Duration = Duration::from_secs(30);
+
 fn next_for(error: &BackendError) -> Next {
-    if error.reason.needs_user_action() {
+    if error.reason.fixed_in_azure() {
+        // Slowly, with the usual doubling above the floor (one token exchange per look).
+        Next::Backoff(Some(
+            error
+                .retry_after
+                .unwrap_or_default()
+                .max(AZURE_SETUP_RECHECK),
+        ))
+    } else if error.reason.needs_user_action() {
         Next::AwaitChange
     } else {
         Next::Backoff(error.retry_after)
@@ -620,5 +633,31 @@ async fn cleanup(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Actio
             }
             Err(Error::Cleanup(error))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_fixed_in_azure_are_looked_at_again_slowly_others_wait_or_back_off() {
+        let not_federated = BackendError::new(Reason::IdentityNotFederated, "AADSTS70021");
+        assert_eq!(
+            next_for(&not_federated),
+            Next::Backoff(Some(AZURE_SETUP_RECHECK))
+        );
+        let unknown = BackendError::new(Reason::UnknownClientId, "AADSTS700016");
+        assert_eq!(next_for(&unknown), Next::Backoff(Some(AZURE_SETUP_RECHECK)));
+        // A spec problem waits for the spec (or the watched object) to change.
+        let missing = BackendError::new(Reason::ServiceAccountNotFound, "no such ServiceAccount");
+        assert_eq!(next_for(&missing), Next::AwaitChange);
+        // A transient one backs off, honouring Retry-After.
+        let mut throttled = BackendError::new(Reason::AzureThrottled, "429");
+        throttled.retry_after = Some(Duration::from_secs(7));
+        assert_eq!(
+            next_for(&throttled),
+            Next::Backoff(Some(Duration::from_secs(7)))
+        );
     }
 }
