@@ -268,6 +268,20 @@ async fn every_refusal_shows_its_own_reason() {
         world.wait_reason(name, reason).await;
         world.wait_event(name, reason.as_str()).await;
     }
+
+    // The fix for a missing federated credential is made in Azure, where no watch sees it:
+    // the grant looks again by itself and goes Ready, with nothing touched in Kubernetes.
+    world.federate(&lonely, "lonely").await;
+    world
+        .eventually(
+            "the grant notices the new federated credential",
+            Duration::from_secs(120),
+            || async {
+                let grant = world.grants().get("not-federated").await.ok()?;
+                is_ready(&grant).then_some(())
+            },
+        )
+        .await;
     world.finish().await;
 }
 

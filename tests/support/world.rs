@@ -385,7 +385,7 @@ impl World {
             .unwrap();
     }
 
-    fn grants(&self) -> Api<DatabaseAccessGrant> {
+    pub fn grants(&self) -> Api<DatabaseAccessGrant> {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
