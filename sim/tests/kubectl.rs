@@ -326,3 +326,25 @@ async fn discovery_is_aggregated_when_kubectl_asks_for_it() {
         "kubectl fell back to per-group discovery:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn openapi_v2_is_served_in_the_protobuf_form_kubectl_decodes() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    // The v2 explainer downloads /openapi/v2 as protobuf. The document is minimal (no
+    // definitions), so kubectl decodes it and then finds no schema: a decoding failure
+    // would say "proto: ..." or "failed to download" instead.
+    let output = k
+        .run(&["explain", "configmap", "--output=plaintext-openapiv2"])
+        .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("couldn't find resource for \"/v1, Kind=ConfigMap\""),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("proto") && !stderr.contains("download"),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,9 @@
 //! OpenAPI v3 documents, what kubectl 1.32 reads: the index at `/openapi/v3`, and per group
 //! version the paths (whose PATCH operations advertise `fieldValidation`, so kubectl validates
 //! on the server instead of downloading schemas) and the schemas `kubectl explain` shows.
-//! `/openapi/v2` is not served: kubectl only falls back to it when v3 is missing.
+//! `/openapi/v2` is a minimal document (no definitions), in JSON or in the protobuf form older
+//! clients ask for: kubectl 1.32 and Helm 4 validate through v3, and clients that still read
+//! v2 then validate nothing themselves and leave it to the server (`fieldValidation`).
 
 use std::hash::{Hash, Hasher};
 
@@ -126,8 +128,31 @@ pub fn v3_group_version(resources: &[ServedResource], group: &str, version: &str
     }))
 }
 
-/// `GET /openapi/v2` is not served (see the module docs).
-pub fn v2_json(resources: &[ServedResource]) -> Value {
-    let _ = resources;
-    Value::Null
+/// The media type of the protobuf v2 document (gnostic `openapi_v2.Document`).
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+const V2_TITLE: &str = "Kubernetes";
+const V2_VERSION: &str = "v1.33.0";
+
+/// `GET /openapi/v2` as JSON.
+pub fn v2_json() -> Value {
+    json!({"swagger": "2.0", "info": {"title": V2_TITLE, "version": V2_VERSION}, "paths": {}, "definitions": {}})
+}
+
+/// `GET /openapi/v2` as protobuf: `swagger` (field 1) and `info` (field 2: title, version).
+pub fn v2_protobuf() -> Vec<u8> {
+    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+        // Every field here is far shorter than 128 bytes: a one-byte length.
+        let mut out = vec![
+            (number << 3) | 2,
+            u8::try_from(bytes.len()).unwrap_or(u8::MAX),
+        ];
+        out.extend_from_slice(bytes);
+        out
+    }
+    let mut info = field(1, V2_TITLE.as_bytes());
+    info.extend(field(2, V2_VERSION.as_bytes()));
+    let mut document = field(1, b"2.0");
+    document.extend(field(2, &info));
+    document
 }

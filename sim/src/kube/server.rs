@@ -85,8 +85,22 @@ async fn dispatch(
     let user = authenticate(shared, headers)?;
     if let Some(rest) = path.strip_prefix("/openapi/") {
         let resources = shared.store.lock().resources.clone();
+        let accept = headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if rest.trim_end_matches('/') == "v2"
+            && accept.contains("application/com.github.proto-openapi.spec.v2")
+        {
+            let mut response = openapi::v2_protobuf().into_response();
+            response.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static(openapi::V2_PROTOBUF),
+            );
+            return Ok(response);
+        }
         let document = match rest.trim_end_matches('/') {
-            "v2" => openapi::v2_json(&resources),
+            "v2" => openapi::v2_json(),
             "v3" => openapi::v3_index(&resources),
             other => {
                 let parts: Vec<&str> = other.split('/').collect();
