@@ -27,3 +27,11 @@ pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
     std::fs::write(&partial, contents).with_context(|| format!("writing {}", partial.display()))?;
     std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
 }
+
+/// Log to stderr with an `EnvFilter`-style filter (the simulators' binaries and the sandbox).
+pub fn init_logging(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -36,10 +36,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
+    dbgrant_sim::init_logging(&args.log);
     let mut oidc_trusted_ca_pems = Vec::new();
     for path in &args.oidc_ca {
         oidc_trusted_ca_pems.push(

@@ -24,10 +24,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
+    dbgrant_sim::init_logging(&args.log);
     let sim = KubeSim::start(KubeSimConfig { port: args.port }).await?;
     dbgrant_sim::write_atomically(&args.kubeconfig, &sim.kubeconfig_yaml())?;
     eprintln!(

@@ -32,10 +32,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
+    dbgrant_sim::init_logging(&args.log);
     let options = SandboxOptions {
         state_dir: args.state_dir.clone(),
         examples_dir: args.examples.clone().unwrap_or_else(default_examples_dir),

@@ -326,10 +326,7 @@ async fn resource(
         }
         "create" if sub == Some("token") => {
             let name = target.name.as_deref().unwrap_or_default();
-            let protobuf = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+            let protobuf = is_protobuf(headers);
             let request: Value = if protobuf {
                 super::protobuf::token_request(&body).ok_or_else(|| {
                     ApiError::bad_request("the protobuf TokenRequest could not be decoded")
@@ -401,10 +398,7 @@ async fn resource(
         }
         "delete" => {
             let name = target.name.as_deref().unwrap_or_default();
-            let protobuf = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+            let protobuf = is_protobuf(headers);
             let options: Value = if body.is_empty() {
                 json!({})
             } else if protobuf {
@@ -627,10 +621,7 @@ fn access_review(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let protobuf = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+    let protobuf = is_protobuf(headers);
     let mut review = if protobuf {
         super::protobuf::self_subject_access_review(body)
             .ok_or_else(|| ApiError::bad_request("the protobuf review could not be decoded"))?
@@ -666,16 +657,22 @@ fn access_review(
     Ok(json_response(StatusCode::CREATED, &review))
 }
 
+/// Whether the body is Kubernetes protobuf (the `k8s\0` envelope), as client-go sends
+/// built-in types.
+fn is_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"))
+}
+
 /// A create or update body, JSON or (for the built-ins clients send that way) protobuf.
 fn parse_body(
     headers: &HeaderMap,
     body: &Bytes,
     served: &ServedResource,
 ) -> Result<Value, ApiError> {
-    let protobuf = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+    let protobuf = is_protobuf(headers);
     if !protobuf {
         return parse_json(body);
     }
