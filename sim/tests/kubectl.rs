@@ -348,3 +348,62 @@ async fn openapi_v2_is_served_in_the_protobuf_form_kubectl_decodes() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn describe_and_get_events_show_what_the_kube_rs_recorder_published() {
+    use kube::Resource as _;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    k.with_crds_and_examples().await;
+    let grant = k.grants().await.get("orders-reader").await.unwrap();
+    // kube-rs writes events.k8s.io/v1 Events (a second identical one becomes a series patch);
+    // kubectl reads core v1 Events with involvedObject field selectors.
+    let recorder = Recorder::new(
+        k.sim.client().await.unwrap(),
+        Reporter {
+            controller: "dbgrant-test".into(),
+            instance: None,
+        },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "AzureThrottled".into(),
+        note: Some("Azure answered 429; retrying after 7s".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = grant.object_ref(&ApiResource::erase::<DynamicObject>(
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "dbgrant.io",
+            "v1alpha1",
+            "DatabaseAccessGrant",
+        )),
+    ));
+    for _ in 0..2 {
+        recorder.publish(&event, &reference).await.unwrap();
+    }
+    let described = k
+        .ok(&["describe", "dbgrant", "orders-reader", "-n", "shop"])
+        .await;
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.contains("AzureThrottled")
+            && events.contains("Azure answered 429; retrying after 7s"),
+        "{described}"
+    );
+    assert!(events.contains("(x2 over"), "the series count: {described}");
+    assert!(events.contains("dbgrant-test"), "From: {described}");
+
+    let listed = k.ok(&["get", "events", "-n", "shop"]).await;
+    let header: Vec<&str> = listed.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    assert!(
+        listed.contains("databaseaccessgrant/orders-reader"),
+        "{listed}"
+    );
+}

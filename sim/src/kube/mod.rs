@@ -4,6 +4,7 @@
 mod builtin;
 mod discovery;
 pub mod errors;
+pub mod events;
 pub mod faults;
 mod objects;
 pub mod openapi;

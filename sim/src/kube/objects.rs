@@ -23,6 +23,9 @@ pub struct WriteOptions {
 
 /// The storage key of a resource.
 pub fn key(resource: &ServedResource) -> ResKey {
+    if super::events::is_events_v1(resource) {
+        return (String::new(), "events".into());
+    }
     (resource.group.clone(), resource.plural.clone())
 }
 
@@ -37,9 +40,22 @@ pub fn api_version(resource: &ServedResource) -> String {
 
 /// The object as a client of `resource`'s version sees it.
 pub fn present(resource: &ServedResource, mut object: Value) -> Value {
+    if super::events::is_events_v1(resource) {
+        return super::events::to_events_v1(object);
+    }
     object["apiVersion"] = json!(api_version(resource));
     object["kind"] = json!(resource.kind);
     object
+}
+
+/// The form an object is stored in: its own, except `events.k8s.io` Events, which share
+/// storage with core Events (see `events.rs`).
+fn stored_form(resource: &ServedResource, object: Value) -> Value {
+    if super::events::is_events_v1(resource) {
+        super::events::to_core(object)
+    } else {
+        present(resource, object)
+    }
 }
 
 fn name_of(object: &Value) -> &str {
@@ -120,13 +136,14 @@ pub fn create(
     inner: &mut Inner,
     resource: &ServedResource,
     namespace: Option<&str>,
-    mut object: Value,
+    object: Value,
     options: WriteOptions,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let WriteOptions { strict, dry_run } = options;
     if !object.is_object() {
         return Err(ApiError::bad_request("the body is not an object"));
     }
+    let mut object = stored_form(resource, object);
     if !object["metadata"].is_object() {
         object["metadata"] = json!({});
     }
@@ -181,18 +198,16 @@ pub fn create(
         map.remove("resourceVersion");
     }
     built_in_defaults(resource, &mut object);
-    let object = present(resource, object);
+    let object = stored_form(resource, object);
     if dry_run {
-        return Ok((object, warnings));
+        return Ok((present(resource, object), warnings));
     }
     let stored = inner.put(&key, &ns, &name, object);
     if resource.plural == "customresourcedefinitions" {
         register_crd(inner, &stored);
     }
-    Ok((
-        inner.get(&key, &ns, &name).cloned().unwrap_or(stored),
-        warnings,
-    ))
+    let stored = inner.get(&key, &ns, &name).cloned().unwrap_or(stored);
+    Ok((present(resource, stored), warnings))
 }
 
 /// Replace an object (PUT, or the result of a patch). `subresource` is `Some("status")` for
@@ -218,6 +233,7 @@ pub fn update(
     if !object.is_object() {
         return Err(ApiError::bad_request("the body is not an object"));
     }
+    object = stored_form(resource, object);
     if let Some(rv) = object["metadata"]["resourceVersion"].as_str()
         && !rv.is_empty()
         && Some(rv) != old["metadata"]["resourceVersion"].as_str()
@@ -288,27 +304,25 @@ pub fn update(
     }
     built_in_defaults(resource, &mut object);
     super::patch::prune_managed_fields(&mut object);
-    let object = present(resource, object);
+    let object = stored_form(resource, object);
     if dry_run {
-        return Ok((object, warnings));
+        return Ok((present(resource, object), warnings));
     }
     // Nothing changed: the real server does not bump the resourceVersion either.
     if without_rv(&object) == without_rv(&old) {
-        return Ok((old, warnings));
+        return Ok((present(resource, old), warnings));
     }
     if old["metadata"].get("deletionTimestamp").is_some() && !finalizers(&object) {
         let removed = inner.remove(&key, ns, name).unwrap_or(object);
         settle(inner);
-        return Ok((removed, warnings));
+        return Ok((present(resource, removed), warnings));
     }
     let stored = inner.put(&key, ns, name, object);
     if resource.plural == "customresourcedefinitions" {
         register_crd(inner, &stored);
     }
-    Ok((
-        inner.get(&key, ns, name).cloned().unwrap_or(stored),
-        warnings,
-    ))
+    let stored = inner.get(&key, ns, name).cloned().unwrap_or(stored);
+    Ok((present(resource, stored), warnings))
 }
 
 fn without_rv(object: &Value) -> Value {

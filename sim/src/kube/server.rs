@@ -520,7 +520,11 @@ fn patch_object(
     options: objects::WriteOptions,
 ) -> Result<Response, ApiError> {
     let mut inner = shared.store.lock();
-    let existing = inner.get(&key(served), ns, name).cloned();
+    // Patches apply to the object as this API shows it (Events differ between their two APIs).
+    let existing = inner
+        .get(&key(served), ns, name)
+        .cloned()
+        .map(|o| present(served, o));
     if content_type.starts_with("application/apply-patch") {
         let manager = query
             .get("fieldManager")

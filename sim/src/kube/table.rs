@@ -8,6 +8,9 @@ use super::resources::ServedResource;
 /// list's. Custom resources get Name plus their additionalPrinterColumns, built-ins Name and
 /// Age.
 pub fn render(resource: &ServedResource, objects: &[Value], resource_version: &str) -> Value {
+    if let Some(columns) = builtin_columns(resource) {
+        return builtin_table(resource, &columns, objects, resource_version);
+    }
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
     ];
@@ -60,6 +63,107 @@ pub fn render(resource: &ServedResource, objects: &[Value], resource_version: &s
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
         "columnDefinitions": columns,
+        "rows": rows,
+    })
+}
+
+/// The columns the API server's own printers give the built-ins people list most.
+fn builtin_columns(resource: &ServedResource) -> Option<Vec<&'static str>> {
+    Some(match (resource.group.as_str(), resource.plural.as_str()) {
+        ("" | "events.k8s.io", "events") => {
+            vec!["Last Seen", "Type", "Reason", "Object", "Message"]
+        }
+        ("apps", "deployments") => vec!["Name", "Ready", "Up-to-date", "Available", "Age"],
+        ("", "namespaces") => vec!["Name", "Status", "Age"],
+        ("", "secrets") => vec!["Name", "Type", "Data", "Age"],
+        ("", "configmaps") => vec!["Name", "Data", "Age"],
+        _ => return None,
+    })
+}
+
+fn builtin_table(
+    resource: &ServedResource,
+    columns: &[&str],
+    objects: &[Value],
+    resource_version: &str,
+) -> Value {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let age = |time: &Value| {
+        time.as_str()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map_or(Value::Null, |t| json!(human_age(now - t.as_second())))
+    };
+    let count = |v: &Value| v.as_object().map_or(0, serde_json::Map::len);
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let cells = match (resource.group.as_str(), resource.plural.as_str()) {
+                (_, "events") => {
+                    // Stored in the core form; the newest of the times it carries.
+                    let seen = [&o["lastTimestamp"], &o["series"]["lastObservedTime"], &o["eventTime"]]
+                        .into_iter()
+                        .find(|t| t.is_string())
+                        .map_or(Value::Null, &age);
+                    let regarding = if o["involvedObject"].is_object() {
+                        &o["involvedObject"]
+                    } else {
+                        &o["regarding"]
+                    };
+                    let object = format!(
+                        "{}/{}",
+                        regarding["kind"].as_str().unwrap_or_default().to_lowercase(),
+                        regarding["name"].as_str().unwrap_or_default()
+                    );
+                    let message = if o["message"].is_string() { &o["message"] } else { &o["note"] };
+                    vec![seen, o["type"].clone(), o["reason"].clone(), json!(object), message.clone()]
+                }
+                ("apps", "deployments") => {
+                    let status = &o["status"];
+                    let number = |v: &Value| v.as_i64().unwrap_or(0);
+                    vec![
+                        json!(format!(
+                            "{}/{}",
+                            number(&status["readyReplicas"]),
+                            o["spec"]["replicas"].as_i64().unwrap_or(1)
+                        )),
+                        json!(number(&status["updatedReplicas"])),
+                        json!(number(&status["availableReplicas"])),
+                    ]
+                }
+                ("", "namespaces") => vec![o["status"]["phase"].clone()],
+                ("", "secrets") => vec![
+                    o["type"].clone(),
+                    json!(count(&o["data"])),
+                ],
+                ("", "configmaps") => {
+                    vec![json!(count(&o["data"]) + count(&o["binaryData"]))]
+                }
+                _ => Vec::new(),
+            };
+            let mut row = Vec::new();
+            if columns[0] == "Name" {
+                row.push(o["metadata"]["name"].clone());
+            }
+            row.extend(cells);
+            if columns.last() == Some(&"Age") {
+                row.push(age(&o["metadata"]["creationTimestamp"]));
+            }
+            let metadata = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
+            json!({"cells": row, "object": metadata})
+        })
+        .collect();
+    let definitions: Vec<Value> = columns
+        .iter()
+        .map(|name| {
+            let format = if *name == "Name" { "name" } else { "" };
+            json!({"name": name, "type": "string", "format": format, "description": "", "priority": 0})
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": definitions,
         "rows": rows,
     })
 }
