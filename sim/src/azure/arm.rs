@@ -128,7 +128,6 @@ pub async fn handle(
     };
     let subscription = path.trim_matches('/').split('/').nth(1).unwrap_or_default();
     let kind = super::throttle::Kind::of(method);
-    let header = format!("x-ms-ratelimit-remaining-subscription-{}", kind.name());
     let (remaining, mut response) = match shared.throttle.take(subscription, &caller, kind) {
         Err(throttled) => {
             let mut error = ArmError::new(429, "SubscriptionRequestsThrottled", throttled.message);
@@ -143,12 +142,9 @@ pub async fn handle(
             },
         ),
     };
-    if let Ok(value) = axum::http::HeaderValue::from_str(&remaining.to_string()) {
-        response.headers_mut().insert(
-            axum::http::HeaderName::try_from(header).expect("a valid header name"),
-            value,
-        );
-    }
+    response
+        .headers_mut()
+        .insert(kind.header(), axum::http::HeaderValue::from(remaining));
     response
 }
 

@@ -68,12 +68,12 @@ impl Kind {
         }
     }
 
-    /// `reads`, `writes` or `deletes`.
-    pub fn name(self) -> &'static str {
+    /// The header that reports the tokens left in this kind's bucket.
+    pub fn header(self) -> &'static str {
         match self {
-            Self::Reads => "reads",
-            Self::Writes => "writes",
-            Self::Deletes => "deletes",
+            Self::Reads => "x-ms-ratelimit-remaining-subscription-reads",
+            Self::Writes => "x-ms-ratelimit-remaining-subscription-writes",
+            Self::Deletes => "x-ms-ratelimit-remaining-subscription-deletes",
         }
     }
 
