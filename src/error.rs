@@ -34,8 +34,12 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Many errors (kube's among them) already print their cause: say it once.
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text
@@ -55,6 +59,23 @@ impl Error {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
                 _ => Reason::KubernetesApiError.as_str(),
             },
+        }
+    }
+
+    /// The finalizer patch lost a race with a write the watch cache has not shown yet (its
+    /// JSON-patch `test` failed, or the object changed): routine in any controller, retried
+    /// at once against the fresher object.
+    pub fn is_stale_cache(&self) -> bool {
+        let Self::Finalizer(inner) = self else {
+            return false;
+        };
+        match inner.as_ref() {
+            finalizer::Error::AddFinalizer(kube::Error::Api(status))
+            | finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) => {
+                status.code == 409
+                    || (status.code == 422 && status.message.contains("did not match"))
+            }
+            _ => false,
         }
     }
 
@@ -96,5 +117,49 @@ mod tests {
         ))));
         assert_eq!(cleanup.reason(), "CleanupFailed");
         assert!(cleanup.is_transient());
+    }
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, if code == 409 { "Conflict" } else { "Invalid" })
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_lost_race_with_the_watch_cache_is_told_apart_from_real_failures() {
+        let stale = Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(api_error(
+            422,
+            "operation '/0' failed at path '/metadata/finalizers': value did not match",
+        ))));
+        assert!(stale.is_stale_cache());
+        let conflict = Error::Finalizer(Box::new(finalizer::Error::RemoveFinalizer(api_error(
+            409,
+            "the object has been modified",
+        ))));
+        assert!(conflict.is_stale_cache());
+        let forbidden = Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(api_error(
+            403,
+            "forbidden",
+        ))));
+        assert!(!forbidden.is_stale_cache());
+        assert!(!Error::Kube(api_error(409, "conflict")).is_stale_cache());
+    }
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let error = Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(api_error(
+            422,
+            "value did not match",
+        ))));
+        let text = chain(&error);
+        // kube's own message is there once (before, each layer repeated it).
+        assert_eq!(text.matches("ApiError:").count(), 1, "{text}");
+        assert_eq!(text.matches("failed to add finalizer").count(), 1, "{text}");
+        assert!(
+            text.starts_with("finalizer step failed: failed to add finalizer"),
+            "{text}"
+        );
     }
 }

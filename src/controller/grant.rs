@@ -51,6 +51,10 @@ pub async fn reconcile(grant: Arc<DatabaseAccessGrant>, ctx: Arc<Context>) -> Re
 /// Decide when to retry a reconcile that failed outside the steps it reports itself.
 pub fn error_policy(grant: Arc<DatabaseAccessGrant>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_finished(CONTROLLER, false);
+    if error.is_stale_cache() {
+        tracing::debug!(grant = %grant.name_any(), error = %crate::error::chain(error), "grant changed meanwhile; looking again");
+        return Action::requeue(STALE_CACHE_RETRY);
+    }
     ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
     tracing::warn!(grant = %grant.name_any(), error = %crate::error::chain(error), "grant reconcile failed");
     if error.is_transient() {
@@ -62,6 +66,9 @@ pub fn error_policy(grant: Arc<DatabaseAccessGrant>, error: &Error, ctx: Arc<Con
         Action::await_change()
     }
 }
+
+/// How soon to retry after losing a race with the watch cache (its event is on the way).
+const STALE_CACHE_RETRY: Duration = Duration::from_millis(500);
 
 /// When to look at the grant again.
 #[derive(Debug, PartialEq, Eq)]
@@ -241,15 +248,34 @@ async fn evaluate(
             Next::AwaitChange,
         ));
     }
-    if !is_ready(&target) {
-        return Ok(Pass::blocked(
-            Reason::TargetNotReady,
-            format!(
-                "DatabaseTarget {} is not Ready; see its conditions",
-                grant.spec.target
-            ),
-            Next::AwaitChange,
-        ));
+    match target_readiness(&target) {
+        Some(true) => {}
+        Some(false) => {
+            return Ok(Pass::blocked(
+                Reason::TargetNotReady,
+                format!(
+                    "DatabaseTarget {} is not Ready; see its conditions",
+                    grant.spec.target
+                ),
+                Next::AwaitChange,
+            ));
+        }
+        // Not a failure (no Warning event on a fresh install): the target's own check has not
+        // finished, and its status change will bring the grant back here.
+        None => {
+            return Ok(Pass {
+                outcome: Outcome::default(),
+                blocked: Some(Step {
+                    status: Status::Unknown,
+                    reason: Reason::TargetNotReady,
+                    message: format!(
+                        "waiting for DatabaseTarget {} to be checked",
+                        grant.spec.target
+                    ),
+                }),
+                next: Next::AwaitChange,
+            });
+        }
     }
     let Some(role_guid) = cosmos::role_definition_guid(&cosmos_target, &grant.spec.role) else {
         return Ok(Pass::blocked(
@@ -470,12 +496,21 @@ fn granted_before(status: &DatabaseAccessGrantStatus) -> bool {
         .any(|c| c.type_ == "AccessGranted" && c.status == "True")
 }
 
-fn is_ready(target: &DatabaseTarget) -> bool {
-    target.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+/// Whether the target is Ready as of its current spec; `None` while the operator has not yet
+/// checked this generation of it.
+fn target_readiness(target: &DatabaseTarget) -> Option<bool> {
+    let ready = target
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    if target.metadata.generation.is_some()
+        && ready.observed_generation != target.metadata.generation
+    {
+        return None;
+    }
+    Some(ready.status == "True")
 }
 
 fn clear_access(status: &mut DatabaseAccessGrantStatus) {
@@ -639,6 +674,37 @@ async fn cleanup(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Actio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target_with_ready(generation: i64, observed: i64, status: &str) -> DatabaseTarget {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dbgrant.io/v1alpha1",
+            "kind": "DatabaseTarget",
+            "metadata": {"name": "t", "generation": generation},
+            "spec": {"cosmos": {"accountResourceId": "/subscriptions/6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10/resourceGroups/rg/providers/Microsoft.DocumentDB/databaseAccounts/a"}},
+            "status": {"conditions": [{
+                "type": "Ready", "status": status, "reason": "Ready", "message": "",
+                "lastTransitionTime": "2026-11-25T00:00:00Z", "observedGeneration": observed,
+            }]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_target_is_ready_only_as_of_its_current_generation() {
+        assert_eq!(
+            target_readiness(&target_with_ready(2, 2, "True")),
+            Some(true)
+        );
+        assert_eq!(
+            target_readiness(&target_with_ready(2, 2, "False")),
+            Some(false)
+        );
+        // Checked for an older spec: not known yet.
+        assert_eq!(target_readiness(&target_with_ready(3, 2, "True")), None);
+        let mut fresh = target_with_ready(1, 1, "True");
+        fresh.status = None;
+        assert_eq!(target_readiness(&fresh), None);
+    }
 
     #[test]
     fn failures_fixed_in_azure_are_looked_at_again_slowly_others_wait_or_back_off() {
