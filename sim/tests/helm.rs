@@ -53,7 +53,30 @@ struct Helm {
     dir: PathBuf,
 }
 
+impl Drop for Helm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Helm {
+    /// A simulator of its own and Helm pointed at it.
+    async fn start(python: String) -> (KubeSim, kube::Client, Self) {
+        let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
+        let client = sim.client().await.unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("dbgrant-helm-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, sim.kubeconfig_yaml()).unwrap();
+        let helm = Self {
+            python,
+            kubeconfig,
+            dir,
+        };
+        (sim, client, helm)
+    }
+
     /// Run one Helm action; its JSON result, or a panic with Helm's error.
     async fn run(&self, args: &[&str]) -> Value {
         let mut command = tokio::process::Command::new(&self.python);
@@ -84,17 +107,7 @@ impl Helm {
 #[tokio::test]
 async fn helm_installs_lists_upgrades_and_uninstalls_a_chart() {
     let Some(python) = python() else { return };
-    let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
-    let client = sim.client().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("dbgrant-helm-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, sim.kubeconfig_yaml()).unwrap();
-    let helm = Helm {
-        python,
-        kubeconfig,
-        dir: dir.clone(),
-    };
+    let (_sim, client, helm) = Helm::start(python).await;
     let chart = fixtures().join("widgets");
     let chart = chart.to_str().unwrap();
 
@@ -200,5 +213,45 @@ async fn helm_installs_lists_upgrades_and_uninstalls_a_chart() {
         listed.is_null() || listed.as_array().is_some_and(Vec::is_empty),
         "{listed}"
     );
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn helm_installs_and_upgrades_with_server_side_apply() {
+    let Some(python) = python() else { return };
+    let (_sim, client, helm) = Helm::start(python).await;
+    let chart = fixtures().join("widgets");
+    let chart = chart.to_str().unwrap();
+
+    let installed = helm
+        .run(&["install-ssa", "demo", chart, r#"{"replicas": 2}"#])
+        .await;
+    assert_eq!(installed["info"]["status"], "deployed", "{installed}");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let deployment = deployments.get("demo").await.unwrap();
+    // Applied, not created: Helm's field manager owns the fields it sent.
+    let applied = deployment
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.operation.as_deref() == Some("Apply"))
+        .expect("an Apply entry in managedFields");
+    assert!(
+        applied
+            .fields_v1
+            .map(|f| f.0.to_string())
+            .unwrap_or_default()
+            .contains("f:replicas")
+    );
+
+    // The upgrade applies again (the same method the release was installed with).
+    let upgraded = helm
+        .run(&["upgrade", "demo", chart, r#"{"replicas": 3}"#])
+        .await;
+    assert_eq!(upgraded["version"], 2, "{upgraded}");
+    let deployment = deployments.get("demo").await.unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(3));
+
+    helm.run(&["uninstall", "demo"]).await;
+    assert!(deployments.get_opt("demo").await.unwrap().is_none());
 }
