@@ -9,6 +9,7 @@ use std::time::Duration;
 use dbgrant::api::Reason;
 use dbgrant::backend::cosmos::RoleAssignment;
 use dbgrant_sim::azure::AzureFault;
+use kube::api::DeleteParams;
 use serde_json::json;
 use support::world::{World, WorldOptions, is_ready};
 
@@ -96,6 +97,76 @@ async fn deletion_revokes_with_delete_and_keeps_the_assignment_with_retain() {
         "only the retained assignment is left: {left:?}"
     );
     assert!(left[0].scope.ends_with("/dbs/b"));
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_while_azure_fails_keeps_the_finalizer_says_why_and_finishes_later() {
+    let world = World::start("stuck-delete", WorldOptions::default()).await;
+    let Some(sims) = world.sims() else {
+        return world.finish().await;
+    };
+    let app = world.workload("app").await;
+    world
+        .grant("g", json!({"serviceAccountName": "app", "role": "reader"}))
+        .await;
+    world.wait_ready("g").await;
+    // Azure refuses every revoke until the fault is cleared.
+    sims.azure.faults().inject(AzureFault {
+        operation: Some("sqlRoleAssignments.delete".into()),
+        status: Some(503),
+        ..AzureFault::default()
+    });
+    world
+        .grants()
+        .delete("g", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stuck = world.wait_reason("g", Reason::CleanupFailed).await;
+    assert!(
+        stuck.metadata.deletion_timestamp.is_some()
+            && stuck
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| !f.is_empty()),
+        "the grant stays, held by its finalizer: {:?}",
+        stuck.metadata
+    );
+    let ready = stuck
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .expect("a Ready condition");
+    assert!(
+        ready.message.contains("ServiceUnavailable") || ready.message.contains("503"),
+        "the condition names Azure's answer: {}",
+        ready.message
+    );
+    world.wait_event("g", Reason::CleanupFailed.as_str()).await;
+    assert_eq!(
+        world.assignments_of(&app.principal_id).await.len(),
+        1,
+        "nothing is forgotten while revoking fails"
+    );
+
+    sims.azure.faults().clear();
+    world
+        .eventually("the grant is gone", Duration::from_secs(60), || async {
+            world
+                .grants()
+                .get_opt("g")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    assert!(
+        world.assignments_of(&app.principal_id).await.is_empty(),
+        "revoked once Azure answers again"
+    );
     world.finish().await;
 }
 
