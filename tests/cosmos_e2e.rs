@@ -596,3 +596,39 @@ async fn a_new_identity_still_replicating_is_retried_until_azure_knows_it() {
     world.wait_ready("g").await;
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_after_the_first_reuse_the_resolved_identity() {
+    let options = WorldOptions {
+        resync_interval: Duration::from_secs(1),
+        ..WorldOptions::default()
+    };
+    let world = World::start("reuse", options).await;
+    let Some(sims) = world.sims() else {
+        return world.finish().await;
+    };
+    world.workload("app").await;
+    world
+        .grant("g", json!({"serviceAccountName": "app", "role": "reader"}))
+        .await;
+    world.wait_ready("g").await;
+    let before = sims.kube.counters();
+    let exchanges = sims.azure.counters().calls("entra.token");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = sims.kube.counters();
+    assert!(
+        after.get("get", "serviceaccounts") >= before.get("get", "serviceaccounts") + 2,
+        "the grant was looked at again on each resync: {after:?}"
+    );
+    assert_eq!(
+        after.get("create", "serviceaccounts"),
+        before.get("create", "serviceaccounts"),
+        "no new ServiceAccount token was minted"
+    );
+    assert_eq!(
+        sims.azure.counters().calls("entra.token"),
+        exchanges,
+        "no new exchange at Entra ID"
+    );
+    world.finish().await;
+}

@@ -17,6 +17,7 @@ use kube::{Api, ResourceExt};
 
 use super::grant_status::{Outcome, Step, write_conditions};
 use super::identity::{claimed_identity, mint_exchange_token};
+use super::identity_cache::IdentityKey;
 use super::{Context, policy, report};
 use crate::api::{
     DatabaseAccessGrant, DatabaseAccessGrantStatus, DatabaseTarget, DeletionPolicy, Reason, Status,
@@ -550,6 +551,18 @@ async fn resolve_identity(
     };
     status.client_id = Some(claimed.client_id.clone());
     status.tenant_id = Some(claimed.tenant_id.clone());
+    let key = IdentityKey {
+        namespace: namespace.to_string(),
+        service_account: sa_name.clone(),
+        uid: account.metadata.uid.clone(),
+        client_id: claimed.client_id.clone(),
+        tenant_id: claimed.tenant_id.clone(),
+    };
+    if let Some(identity) = ctx.identities.get(&key, Timestamp::now()) {
+        status.principal_id = Some(identity.principal_id.clone());
+        status.tenant_id = Some(identity.tenant_id.clone());
+        return Ok(Ok(identity));
+    }
     let token = match mint_exchange_token(&ctx.client, namespace, sa_name).await {
         Ok(token) => token,
         Err(kube::Error::Api(s)) if s.is_not_found() => {
@@ -571,6 +584,8 @@ async fn resolve_identity(
         Ok(identity) => {
             status.principal_id = Some(identity.principal_id.clone());
             status.tenant_id = Some(identity.tenant_id.clone());
+            ctx.identities
+                .insert(key, identity.clone(), Timestamp::now());
             Ok(Ok(identity))
         }
         Err(error) => {

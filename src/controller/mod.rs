@@ -5,6 +5,7 @@ pub mod backoff;
 mod grant;
 pub mod grant_status;
 pub mod identity;
+pub mod identity_cache;
 pub mod locks;
 pub mod policy;
 pub mod recorded;
@@ -48,6 +49,8 @@ pub struct Context {
     pub backoff: Backoff<ObjectRef<DynamicObject>>,
     /// One RBAC write at a time per Cosmos DB account.
     pub account_locks: AccountLocks,
+    /// Identities resolved recently, so passes do not each pay an Entra ID exchange.
+    pub identities: identity_cache::IdentityCache,
     /// The assignment each grant's status was last written with (the cache can lag it).
     pub recorded: recorded::RecordedAssignments,
     /// Every grant, as last seen (for shared-assignment checks and drift repair).
@@ -152,6 +155,7 @@ pub async fn run(
         metrics,
         backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
         account_locks: AccountLocks::default(),
+        identities: identity_cache::IdentityCache::default(),
         recorded: recorded::RecordedAssignments::default(),
         grants: grant_store.clone(),
         targets: target_store.clone(),

@@ -70,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if args.exit_when_ready {
-        return Ok(());
+        // The operator stops before the simulators it talks to, so it logs no errors on the way out.
+        return sandbox.operator.stop().await;
     }
     println!(
         "\nTry: kubectl --kubeconfig {} get dbgrants -A",
