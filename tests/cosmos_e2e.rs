@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use dbgrant::api::Reason;
-use dbgrant::backend::cosmos::RoleAssignment;
+use dbgrant::api::{DatabaseTarget, Reason};
+use dbgrant::backend::cosmos::{RoleAssignment, RoleDefinition};
 use dbgrant_sim::azure::AzureFault;
-use kube::api::DeleteParams;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::world::{World, WorldOptions, is_ready};
 
@@ -630,5 +630,71 @@ async fn passes_after_the_first_reuse_the_resolved_identity() {
         exchanges,
         "no new exchange at Entra ID"
     );
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_target_takes_its_custom_roles_once_no_grant_holds_them() {
+    let world = World::start("roles", WorldOptions::default()).await;
+    let targets: Api<DatabaseTarget> = Api::all(world.client.clone());
+    let target = world.target_name().to_string();
+    let role = json!({"spec": {
+        "cosmos": {"roles": {"auditor": {"dataActions": [
+            "Microsoft.DocumentDB/databaseAccounts/readMetadata"
+        ]}}},
+        "allowedRoles": ["reader", "auditor"],
+    }});
+    targets
+        .patch(&target, &PatchParams::default(), &Patch::Merge(&role))
+        .await
+        .unwrap();
+    let app = world.workload("app").await;
+    world
+        .grant("g", json!({"serviceAccountName": "app", "role": "auditor"}))
+        .await;
+    world.wait_ready("g").await;
+    let owned = format!("dbgrant/{target}/auditor");
+    let is_owned = |d: &RoleDefinition| d.role_name == owned;
+    assert!(world.role_definitions().await.iter().any(is_owned));
+
+    // Deleting the target while a grant holds its role keeps the role and says why.
+    targets
+        .delete(&target, &DeleteParams::default())
+        .await
+        .unwrap();
+    let held = world
+        .eventually(
+            "the target says its role is in use",
+            Duration::from_secs(30),
+            || async {
+                let t = targets.get(&target).await.ok()?;
+                let ready = t
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")?;
+                (ready.reason == Reason::CleanupFailed.as_str()).then_some(ready.message)
+            },
+        )
+        .await;
+    assert!(
+        held.contains(&owned) && held.contains("still assigned"),
+        "{held}"
+    );
+    assert!(world.role_definitions().await.iter().any(is_owned));
+    assert_eq!(world.assignments_of(&app.principal_id).await.len(), 1);
+
+    // The grant's deletion revokes its assignment; then the role and the target go.
+    world.delete_grant("g").await;
+    world
+        .eventually("the target is gone", Duration::from_secs(30), || async {
+            targets.get_opt(&target).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    assert!(
+        !world.role_definitions().await.iter().any(is_owned),
+        "the custom role went with its target"
+    );
+    assert!(world.assignments_of(&app.principal_id).await.is_empty());
     world.finish().await;
 }

@@ -64,7 +64,8 @@ pub enum Reason {
     AccountBusy,
     /// A Kubernetes API call failed. Retried with backoff.
     KubernetesApiError,
-    /// Revoking access on deletion failed; the finalizer stays until it succeeds.
+    /// Cleaning up on deletion has not finished (a grant's access could not be revoked, or a
+    /// target's custom role is still assigned); the finalizer stays until it succeeds.
     CleanupFailed,
 }
 

@@ -2,13 +2,17 @@
 //! keeps the target's custom role definitions in place, counts the grants using it, and
 //! repairs drift: one list of the account's role assignments per resync (never one call per
 //! grant), restoring any assignment a Ready grant relies on that went missing out of band.
+//! A finalizer deletes the target's custom role definitions with it, each once no assignment
+//! uses it any more (Cosmos DB allows 100 per account; leaked ones would use that up).
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
@@ -18,13 +22,30 @@ use crate::api::{
 };
 use crate::backend::BackendError;
 use crate::backend::cosmos::{self, RoleAssignment, RoleDefinition};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 const CONTROLLER: &str = "target";
 
-/// Reconcile one target.
+/// Finalizer that deletes the target's custom role definitions with it.
+pub const FINALIZER: &str = "dbgrant.io/delete-custom-roles";
+
+/// Reconcile one target: check and converge while it exists, clean up once it is being deleted.
 pub async fn reconcile(target: Arc<DatabaseTarget>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let api = Api::<DatabaseTarget>::all(ctx.client.clone());
+    let action = finalizer(&api, FINALIZER, target, |event| async {
+        match event {
+            Finalizer::Apply(target) => apply(target, &ctx).await,
+            Finalizer::Cleanup(target) => cleanup(target, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.metrics.reconcile_finished(CONTROLLER, true);
+    Ok(action)
+}
+
+async fn apply(target: Arc<DatabaseTarget>, ctx: &Context) -> Result<Action> {
     let name = target.name_any();
     let key = ObjectRef::from_obj(target.as_ref()).erase();
     let old_status = target.status.clone().unwrap_or_default();
@@ -47,7 +68,7 @@ pub async fn reconcile(target: Arc<DatabaseTarget>, ctx: Arc<Context>) -> Result
         )),
         Some(cosmos_target) => {
             status.account = Some(cosmos_target.account_name().to_string());
-            check_cosmos(&name, cosmos_target, &using, &ctx)
+            check_cosmos(&name, cosmos_target, &using, ctx)
                 .await
                 .map(|endpoint| {
                     status.endpoint = Some(endpoint);
@@ -101,8 +122,118 @@ pub async fn reconcile(target: Arc<DatabaseTarget>, ctx: Arc<Context>) -> Result
         "Check",
     )
     .await;
-    ctx.metrics.reconcile_finished(CONTROLLER, true);
     Ok(action)
+}
+
+async fn cleanup(target: Arc<DatabaseTarget>, ctx: &Context) -> Result<Action> {
+    let key = ObjectRef::from_obj(target.as_ref()).erase();
+    let name = target.name_any();
+    let result = match &target.spec.cosmos {
+        Some(cosmos_target) => delete_custom_roles(&name, cosmos_target, ctx).await,
+        None => Ok(()),
+    };
+    let Err(error) = result else {
+        ctx.backoff.reset(&key);
+        return Ok(Action::await_change());
+    };
+    let message = format!(
+        "deleting the target's custom roles has not finished; the finalizer stays until it has: {error}"
+    );
+    report::event(
+        &ctx.recorder,
+        target.as_ref(),
+        true,
+        Reason::CleanupFailed.as_str(),
+        message.clone(),
+    )
+    .await;
+    let mut status = target.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        ConditionType::Ready,
+        Status::False,
+        Reason::CleanupFailed.as_str(),
+        &message,
+        target.metadata.generation,
+        Time(Timestamp::now()),
+    );
+    let api = Api::<DatabaseTarget>::all(ctx.client.clone());
+    report::apply_status(&api, &name, &status).await?;
+    Err(Error::Cleanup(error))
+}
+
+/// Delete every custom role definition the target owns that no assignment uses. Those still
+/// assigned stay (deleting them would cut off whoever holds them) and are named in the error;
+/// the grants' own deletions revoke their assignments and wake this reconciler again.
+async fn delete_custom_roles(
+    name: &str,
+    target: &CosmosTarget,
+    ctx: &Context,
+) -> Result<(), BackendError> {
+    let account_id = target.account_resource_id.as_str();
+    let definitions = match ctx.cosmos.list_role_definitions(account_id).await {
+        Ok(definitions) => definitions,
+        // The account (or its resource group or subscription) is gone, its definitions with it.
+        Err(error) if error.reason == Reason::TargetNotReady => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let prefix = owned_role_name(name, "");
+    let owned: Vec<&RoleDefinition> = definitions
+        .iter()
+        .filter(|d| !d.built_in && d.role_name.starts_with(&prefix))
+        .collect();
+    if owned.is_empty() {
+        return Ok(());
+    }
+    let Some(_guard) = ctx.account_locks.try_lock(account_id) else {
+        return Err(account_busy());
+    };
+    let in_use = delete_unassigned(account_id, &owned, ctx).await?;
+    if in_use.is_empty() {
+        Ok(())
+    } else {
+        Err(BackendError::new(
+            Reason::CleanupFailed,
+            format!(
+                "custom roles still assigned: {}; each is deleted once the grants using it are gone",
+                in_use.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Delete those of `definitions` that no assignment on the account uses; describe the others.
+/// The caller holds the account's lock.
+async fn delete_unassigned(
+    account_id: &str,
+    definitions: &[&RoleDefinition],
+    ctx: &Context,
+) -> Result<Vec<String>, BackendError> {
+    let assignments = ctx.cosmos.list_role_assignments(account_id).await?;
+    let mut in_use = Vec::new();
+    for definition in definitions {
+        let id = cosmos::role_definition_id(account_id, &definition.guid);
+        let users = assignments
+            .iter()
+            .filter(|a| a.role_definition_id.eq_ignore_ascii_case(&id))
+            .count();
+        if users == 0 {
+            ctx.cosmos
+                .delete_role_definition(account_id, &definition.guid)
+                .await?;
+        } else {
+            in_use.push(format!("{} ({users} assignment(s))", definition.role_name));
+        }
+    }
+    Ok(in_use)
+}
+
+fn account_busy() -> BackendError {
+    BackendError {
+        reason: Reason::AccountBusy,
+        message: "another RBAC write on the account is in flight".to_string(),
+        retry_after: Some(Duration::from_secs(2)),
+    }
 }
 
 /// Check the account, converge custom roles, repair drift. Returns the data-plane endpoint.
@@ -160,14 +291,17 @@ async fn converge_role_definitions(
         }
     }
     let prefix = owned_role_name(name, "");
-    for stale in existing
+    let stale: Vec<&RoleDefinition> = existing
         .iter()
         .filter(|d| !d.built_in && d.role_name.starts_with(&prefix))
         .filter(|d| !wanted.contains(&d.guid.to_ascii_lowercase()))
-    {
-        ctx.cosmos
-            .delete_role_definition(account_id, &stale.guid)
-            .await?;
+        .collect();
+    if !stale.is_empty() {
+        // A role dropped from the spec goes once nobody holds it; until then it is kept.
+        let in_use = delete_unassigned(account_id, &stale, ctx).await?;
+        if !in_use.is_empty() {
+            tracing::info!(target = name, roles = %in_use.join(", "), "custom roles removed from the spec are still assigned; kept for now");
+        }
     }
     Ok(())
 }
@@ -259,6 +393,10 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     ctx.metrics.reconcile_finished(CONTROLLER, false);
+    if error.is_stale_cache() {
+        tracing::debug!(target = %target.name_any(), error = %crate::error::chain(error), "target changed meanwhile; looking again");
+        return Action::requeue(Duration::from_millis(500));
+    }
     ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
     tracing::warn!(target = %target.name_any(), error = %crate::error::chain(error), "target reconcile failed");
     if error.is_transient() {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use dbgrant::api::{DatabaseAccessGrant, Reason};
 use dbgrant::azure::{AzureConfig, AzureCosmos, Cloud, OperatorCredential};
-use dbgrant::backend::cosmos::{CosmosAccess, RoleAssignment};
+use dbgrant::backend::cosmos::{CosmosAccess, RoleAssignment, RoleDefinition};
 use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ControlPlaneRole};
 use dbgrant_sim::kube::{KubeSim, KubeSimConfig};
 use dbgrant_sim::operator::{Operator, OperatorOptions};
@@ -259,6 +259,22 @@ impl World {
     /// The account the target points at.
     pub fn account_id(&self) -> &str {
         &self.account_id
+    }
+
+    /// The test's DatabaseTarget (named after the test, like its namespace).
+    pub fn target_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The account's role definitions, read through ARM.
+    pub async fn role_definitions(&self) -> Vec<RoleDefinition> {
+        within(
+            self.limit,
+            "listing role definitions",
+            self.admin.list_role_definitions(&self.account_id),
+        )
+        .await
+        .unwrap()
     }
 
     /// Start (or restart) the operator.
