@@ -9,6 +9,7 @@ use std::time::Duration;
 use dbgrant::api::{DatabaseTarget, Reason};
 use dbgrant::backend::cosmos::{RoleAssignment, RoleDefinition};
 use dbgrant_sim::azure::AzureFault;
+use dbgrant_sim::kube::faults::Fault;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::world::{World, WorldOptions, is_ready};
@@ -696,5 +697,38 @@ async fn a_deleted_target_takes_its_custom_roles_once_no_grant_holds_them() {
         "the custom role went with its target"
     );
     assert!(world.assignments_of(&app.principal_id).await.is_empty());
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_stopped_before_its_caches_sync_stops_at_once() {
+    let world = World::start("early-stop", WorldOptions::default()).await;
+    let Some(sims) = world.sims() else {
+        return world.finish().await;
+    };
+    world.kill_operator().await;
+    // The restarted operator's start-up check lists grants at once; the list that would fill
+    // its cache takes a minute, so the stop below comes before that cache has synced.
+    let list_grants = |latency, times| Fault {
+        verb: Some("list".into()),
+        resource: Some("databaseaccessgrants".into()),
+        latency: Some(latency),
+        times,
+        ..Fault::default()
+    };
+    let faults = sims.kube.faults();
+    faults.inject(list_grants(Duration::from_millis(1), Some(1)));
+    faults.inject(list_grants(Duration::from_secs(60), None));
+    world.start_operator().await;
+    world
+        .eventually(
+            "the operator's cache list is pending",
+            Duration::from_secs(10),
+            || async {
+                (sims.kube.counters().get("list", "databaseaccessgrants") >= 2).then_some(())
+            },
+        )
+        .await;
+    // Stopping waits for nothing that cannot finish (`finish` gives it 30 s, then fails).
     world.finish().await;
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::ListParams;
 use kube::core::{DynamicObject, PartialObjectMeta};
@@ -163,6 +163,7 @@ pub async fn run(
         resync_interval: settings.resync_interval,
     });
 
+    let (grants_synced, targets_synced) = (grant_store.clone(), target_store.clone());
     tokio::spawn(async move {
         if grant_store.wait_until_ready().await.is_ok()
             && target_store.wait_until_ready().await.is_ok()
@@ -178,9 +179,40 @@ pub async fn run(
     let targets_done = target_controller
         .run(target::reconcile, target::error_policy, ctx)
         .for_each(|result| async move { log_outcome("target", result) });
-    futures::join!(grants_done, targets_done);
+    futures::join!(
+        drain("grant", grants_done, grants_synced, shutdown.clone()),
+        drain("target", targets_done, targets_synced, shutdown),
+    );
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// Run a controller to its end. kube-runtime holds a controller's reconciles until its cache
+/// has synced, and a graceful shutdown also stops the watch that would sync it, so a shutdown
+/// arriving before the first sync would wait forever. Such a controller has reconciled nothing
+/// yet, so it is simply dropped; one that has synced drains its in-flight reconciles.
+async fn drain<K>(
+    controller: &'static str,
+    done: impl Future<Output = ()>,
+    store: Store<K>,
+    shutdown: CancellationToken,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let unsynced_at_shutdown = async {
+        shutdown.cancelled().await;
+        if store.wait_until_ready().now_or_never().is_none() {
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = done => {}
+        () = unsynced_at_shutdown => {
+            tracing::debug!(controller, "stopped before its cache synced; nothing to drain");
+        }
+    }
 }
 
 /// References to the grants in `store` that `select` picks.

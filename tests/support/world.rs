@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dbgrant::api::{DatabaseAccessGrant, Reason};
-use dbgrant::azure::{AzureConfig, AzureCosmos, Cloud, OperatorCredential};
+use dbgrant::api::{DatabaseAccessGrant, DatabaseTarget, Reason};
+use dbgrant::azure::{AzureArgs, AzureConfig, AzureCosmos};
 use dbgrant::backend::cosmos::{CosmosAccess, RoleAssignment, RoleDefinition};
 use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ControlPlaneRole};
 use dbgrant_sim::kube::{KubeSim, KubeSimConfig};
@@ -25,6 +25,7 @@ use dbgrant_sim::operator::{Operator, OperatorOptions};
 use dbgrant_sim::sandbox::{EXCHANGE_AUDIENCE, operator_azure_config};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -82,9 +83,17 @@ pub struct World {
     operator_config: AzureConfig,
     operator_options: OperatorOptions,
     operator: Mutex<Option<Operator>>,
+    /// Managed identities this test created (deleted at the end against a real subscription).
+    identities: Mutex<Vec<String>>,
+    /// Against a real cluster, held for the whole test: every test's operator watches the whole
+    /// cluster, so two at once would reconcile each other's grants.
+    _exclusive: Option<std::fs::File>,
     sims: Option<Sims>,
     limit: Duration,
 }
+
+/// Stable api-version of Microsoft.ManagedIdentity.
+const IDENTITY_API_VERSION: &str = "2024-11-30";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -99,6 +108,11 @@ async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>)
 impl World {
     /// Build the world for test `name`: simulated unless `DBGRANT_E2E_KUBECONFIG` is set.
     pub async fn start(name: &str, options: WorldOptions) -> World {
+        // The operator's logs (errors only unless RUST_LOG says more), shown with a failure.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let unique = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
         let dir = std::env::temp_dir().join(format!("dbgrant-e2e-{unique}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -160,6 +174,8 @@ impl World {
             operator_config,
             operator_options,
             operator: Mutex::new(None),
+            identities: Mutex::new(Vec::new()),
+            _exclusive: None,
             sims: Some(Sims { kube, azure }),
             limit: Duration::from_secs(30),
         }
@@ -174,13 +190,21 @@ impl World {
         let need = |n: &str| {
             env(n).unwrap_or_else(|| panic!("{n} must be set when DBGRANT_E2E_KUBECONFIG is"))
         };
+        // The operator's own variables (AZURE_CLOUD, AZURE_AUTHORITY_HOST, DBGRANT_ARM_ENDPOINT,
+        // DBGRANT_AZURE_EXTRA_CA_FILE, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET), read by its own
+        // parser, so sovereign and private clouds work here as they do in `dbgrant run`.
+        #[derive(clap::Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            azure: AzureArgs,
+        }
+        let exclusive = real_environment_lock().await;
         let tenant = need("AZURE_TENANT_ID");
-        let credential = || OperatorCredential::ClientSecret {
-            client_id: need("AZURE_CLIENT_ID"),
-            client_secret: need("AZURE_CLIENT_SECRET"),
-        };
-        let config =
-            AzureConfig::for_cloud(Cloud::AzurePublicCloud, tenant.clone(), credential()).unwrap();
+        let config = <FromEnv as clap::Parser>::try_parse_from(["e2e"])
+            .expect("the Azure variables parse")
+            .azure
+            .to_config(Some(&tenant))
+            .expect("the Azure variables name a cloud, a client id and a client secret");
         let yaml = std::fs::read_to_string(&kubeconfig).unwrap();
         let kube_config = kube::Config::from_custom_kubeconfig(
             kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
@@ -200,6 +224,8 @@ impl World {
             operator_config: config,
             operator_options,
             operator: Mutex::new(None),
+            identities: Mutex::new(Vec::new()),
+            _exclusive: Some(exclusive),
             sims: None,
             // Real RBAC takes minutes to propagate.
             limit: Duration::from_secs(600),
@@ -303,8 +329,9 @@ impl World {
             "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}-{name}",
             self.identity_group, self.name
         );
+        self.identities.lock().unwrap().push(id.clone());
         let arm = self.admin.arm();
-        let url = arm.url(&id, "2024-11-30").unwrap();
+        let url = arm.url(&id, IDENTITY_API_VERSION).unwrap();
         arm.put(
             "identity_put",
             "creating an identity",
@@ -596,20 +623,11 @@ impl World {
         found.unwrap_or_else(|_| panic!("{what}: not within {limit:?}"))
     }
 
-    /// Stop the operator; against a real environment also delete what the test made.
+    /// Stop the operator; against a real environment first delete what the test made, while
+    /// the operator still runs to revoke assignments and remove custom roles.
     pub async fn finish(self) {
         if self.sims.is_none() {
-            let api = self.grants();
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                for grant in list.items {
-                    let _ = api
-                        .delete(
-                            &grant.metadata.name.unwrap_or_default(),
-                            &DeleteParams::default(),
-                        )
-                        .await;
-                }
-            }
+            self.tear_down().await;
         }
         let operator = self.operator.lock().unwrap().take();
         if let Some(operator) = operator {
@@ -621,6 +639,94 @@ impl World {
             .await;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Wait for the machine-wide lock that runs real-environment tests one at a time (nextest
+/// runs each test in its own process, so an in-process mutex would not do).
+async fn real_environment_lock() -> std::fs::File {
+    let path = std::env::temp_dir().join("dbgrant-e2e-real-environment.lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+        file
+    })
+    .await
+    .unwrap()
+}
+
+impl World {
+    /// Delete the test's grants (in every namespace), its target, namespaces and identities,
+    /// waiting for each finalizer. Failures are printed, not fatal: the test has its verdict.
+    async fn tear_down(&self) {
+        let grants: Api<DatabaseAccessGrant> = Api::all(self.client.clone());
+        let mine = |g: &DatabaseAccessGrant| g.spec.target == self.name;
+        if let Ok(list) = grants.list(&ListParams::default()).await {
+            for grant in list.items.iter().filter(|g| mine(g)) {
+                let api: Api<DatabaseAccessGrant> = Api::namespaced(
+                    self.client.clone(),
+                    grant.metadata.namespace.as_deref().unwrap_or_default(),
+                );
+                let _ = api
+                    .delete(&grant.name_any(), &DeleteParams::default())
+                    .await;
+            }
+        }
+        let grants_gone = tokio::time::timeout(self.limit, async {
+            while grants
+                .list(&ListParams::default())
+                .await
+                .map_or(true, |l| l.items.iter().any(mine))
+            {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        if grants_gone.await.is_err() {
+            eprintln!(
+                "{}: grants still deleting after {:?}",
+                self.name, self.limit
+            );
+        }
+        let targets: Api<DatabaseTarget> = Api::all(self.client.clone());
+        let _ = targets.delete(&self.name, &DeleteParams::default()).await;
+        let target_gone = tokio::time::timeout(self.limit, async {
+            while !matches!(targets.get_opt(&self.name).await, Ok(None)) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        if target_gone.await.is_err() {
+            eprintln!(
+                "{}: target still deleting after {:?}",
+                self.name, self.limit
+            );
+        }
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        if let Ok(list) = namespaces.list(&ListParams::default()).await {
+            let prefix = format!("{}-", self.name);
+            for ns in list.items {
+                let name = ns.name_any();
+                if name == self.name || name.starts_with(&prefix) {
+                    let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+                }
+            }
+        }
+        let identities = std::mem::take(&mut *self.identities.lock().unwrap());
+        let arm = self.admin.arm();
+        for id in identities {
+            if let Ok(url) = arm.url(&id, IDENTITY_API_VERSION)
+                && let Err(error) = arm
+                    .delete("identity_delete", "deleting a test identity", url)
+                    .await
+            {
+                eprintln!("{}: identity {id} left behind: {error}", self.name);
+            }
+        }
     }
 }
 
