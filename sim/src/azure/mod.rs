@@ -498,10 +498,12 @@ async fn handle(
         if let Some(status) = fault.status {
             let mut error = errors::ArmError::new(
                 status,
-                if status == 429 {
-                    "TooManyRequests"
-                } else {
-                    "InternalServerError"
+                match status {
+                    429 => "TooManyRequests",
+                    502 => "BadGateway",
+                    503 => "ServiceUnavailable",
+                    504 => "GatewayTimeout",
+                    _ => "InternalServerError",
                 },
                 format!("Injected failure ({status})."),
             );
