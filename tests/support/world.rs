@@ -9,7 +9,10 @@
 //! - `DBGRANT_E2E_IDENTITY_GROUP`: `/subscriptions/{s}/resourceGroups/{rg}` for test identities;
 //! - `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`: a principal with Managed
 //!   Identity Contributor on that group and DocumentDB Account Contributor on the account; the
-//!   tests and the in-process operator both use it.
+//!   tests and the in-process operator both use it;
+//! - optionally the operator's cloud variables (`AZURE_CLOUD`, `AZURE_AUTHORITY_HOST`,
+//!   `DBGRANT_ARM_ENDPOINT`, `DBGRANT_AZURE_EXTRA_CA_FILE`) and `DBGRANT_E2E_TIMEOUT_SECONDS`
+//!   (how long each wait may take; 600 by default, for RBAC propagation).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -228,7 +231,10 @@ impl World {
             _exclusive: Some(exclusive),
             sims: None,
             // Real RBAC takes minutes to propagate.
-            limit: Duration::from_secs(600),
+            limit: Duration::from_secs(env("DBGRANT_E2E_TIMEOUT_SECONDS").map_or(600, |s| {
+                s.parse()
+                    .expect("DBGRANT_E2E_TIMEOUT_SECONDS is a number of seconds")
+            })),
         }
     }
 
