@@ -153,7 +153,14 @@ async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Action>
         let api = Api::<DatabaseAccessGrant>::namespaced(ctx.client.clone(), &namespace);
         report::apply_status(&api, &name, &status).await?;
     }
-    ctx.recorded.set(&key, status.role_assignment_id.clone());
+    let granted_for = pass
+        .outcome
+        .access
+        .as_ref()
+        .filter(|step| step.status == Status::True)
+        .and(grant.metadata.generation);
+    ctx.recorded
+        .set(&key, status.role_assignment_id.clone(), granted_for);
     report::event_on_transition(
         &ctx.recorder,
         grant.as_ref(),
@@ -233,7 +240,13 @@ async fn evaluate(
         // Access granted earlier must not outlive the policy that allowed it.
         if let Some(existing) = status.role_assignment_id.clone() {
             match revoke_unless_shared(grant, &existing, ctx).await {
-                Ok(()) => clear_access(status),
+                Ok(()) => {
+                    clear_access(status);
+                    // At once, not when the status is written: a drift check reading the
+                    // (lagging) cache must not restore what was just revoked.
+                    ctx.recorded
+                        .set(&ObjectRef::from_obj(grant).erase(), None, None);
+                }
                 Err(error) => {
                     return Ok(Pass::blocked(
                         Reason::PolicyDenied,
@@ -331,12 +344,16 @@ async fn evaluate(
         .role_assignment_id
         .clone()
         .filter(|id| !id.eq_ignore_ascii_case(&desired_id));
-    let recorded = status
+    let key = ObjectRef::from_obj(grant).erase();
+    let recorded = (status
         .role_assignment_id
         .as_deref()
         .is_some_and(|id| id.eq_ignore_ascii_case(&desired_id))
         && status.observed_generation == grant.metadata.generation
-        && granted_before(status);
+        && granted_before(status))
+        || ctx
+            .recorded
+            .granted(&key, &desired_id, grant.metadata.generation);
     if !recorded {
         let Some(guard) = ctx.account_locks.try_lock(account_id) else {
             return Ok(Pass {
@@ -361,7 +378,13 @@ async fn evaluate(
         }
         if let Some(old) = &previous {
             // The new assignment is in place; only now does the old one go.
-            if let Err(error) = revoke_unless_shared(grant, old, ctx).await {
+            let revoked = revoke_unless_shared(grant, old, ctx).await;
+            if revoked.is_ok() {
+                // Recorded at once, so a drift check reading the cache does not restore the old.
+                ctx.recorded
+                    .set(&key, Some(desired_id.clone()), grant.metadata.generation);
+            }
+            if let Err(error) = revoked {
                 outcome.access = Some(Step::failed(
                     Reason::Replacing,
                     format!(

@@ -317,6 +317,7 @@ async fn repair_drift(
         .iter()
         .filter(|g| g.metadata.deletion_timestamp.is_none())
         .filter_map(|g| expected_assignment(g, target).map(|a| (g, a)))
+        .filter(|(g, a)| still_recorded(g, a, account_id, ctx))
         .collect();
     if expected.is_empty() {
         return Ok(());
@@ -352,6 +353,22 @@ async fn repair_drift(
         .await;
     }
     Ok(())
+}
+
+/// Whether the grant reconciler still stands by `assignment`. The cache this check reads can lag
+/// it: an assignment it has just replaced or revoked must not be restored.
+fn still_recorded(
+    grant: &DatabaseAccessGrant,
+    assignment: &RoleAssignment,
+    account_id: &str,
+    ctx: &Context,
+) -> bool {
+    match ctx.recorded.get(&ObjectRef::from_obj(grant).erase()) {
+        Some(recorded) => recorded.is_some_and(|id| {
+            id.eq_ignore_ascii_case(&cosmos::role_assignment_id(account_id, &assignment.guid))
+        }),
+        None => true,
+    }
 }
 
 /// The assignment a Ready grant recorded, rebuilt from its status and spec.

@@ -595,15 +595,26 @@ impl World {
         .await
     }
 
-    /// Delete an assignment behind the operator's back, through ARM.
+    /// Delete an assignment behind the operator's back, through ARM, retrying while another
+    /// RBAC write holds the account's lock (412), as anyone scripting against Cosmos DB must.
     pub async fn delete_assignment_out_of_band(&self, guid: &str) {
-        within(
-            self.limit,
-            "deleting an assignment",
-            self.admin.delete_role_assignment(&self.account_id, guid),
-        )
-        .await
-        .unwrap();
+        let delete = async {
+            loop {
+                match self
+                    .admin
+                    .delete_role_assignment(&self.account_id, guid)
+                    .await
+                {
+                    Err(error) if error.reason == Reason::AccountBusy => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    result => return result,
+                }
+            }
+        };
+        within(self.limit, "deleting an assignment", delete)
+            .await
+            .unwrap();
     }
 
     /// Poll `check` until it yields a value.
