@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -54,7 +55,7 @@ pub fn error_policy(grant: Arc<DatabaseAccessGrant>, error: &Error, ctx: Arc<Con
     ctx.metrics.reconcile_finished(CONTROLLER, false);
     if error.is_stale_cache() {
         tracing::debug!(grant = %grant.name_any(), error = %crate::error::chain(error), "grant changed meanwhile; looking again");
-        return Action::requeue(STALE_CACHE_RETRY);
+        return Action::requeue(super::STALE_CACHE_RETRY);
     }
     ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
     tracing::warn!(grant = %grant.name_any(), error = %crate::error::chain(error), "grant reconcile failed");
@@ -67,9 +68,6 @@ pub fn error_policy(grant: Arc<DatabaseAccessGrant>, error: &Error, ctx: Arc<Con
         Action::await_change()
     }
 }
-
-/// How soon to retry after losing a race with the watch cache (its event is on the way).
-const STALE_CACHE_RETRY: Duration = Duration::from_millis(500);
 
 /// When to look at the grant again.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,7 +132,7 @@ async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Action>
     }
     let before = report::ready_of(&status.conditions);
 
-    let pass = evaluate(&grant, &namespace, ctx, &mut status).await?;
+    let pass = evaluate(&grant, &key, &namespace, ctx, &mut status).await?;
     if matches!(pass.next, Next::Soon) {
         // Nothing was decided; leave the status alone and come back when the account is free.
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -202,6 +200,7 @@ async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Action>
 /// Run the steps in order, stopping at the first that cannot succeed now.
 async fn evaluate(
     grant: &DatabaseAccessGrant,
+    key: &ObjectRef<DynamicObject>,
     namespace: &str,
     ctx: &Context,
     status: &mut DatabaseAccessGrantStatus,
@@ -244,8 +243,7 @@ async fn evaluate(
                     clear_access(status);
                     // At once, not when the status is written: a drift check reading the
                     // (lagging) cache must not restore what was just revoked.
-                    ctx.recorded
-                        .set(&ObjectRef::from_obj(grant).erase(), None, None);
+                    ctx.recorded.set(key, None, None);
                 }
                 Err(error) => {
                     return Ok(Pass::blocked(
@@ -344,7 +342,6 @@ async fn evaluate(
         .role_assignment_id
         .clone()
         .filter(|id| !id.eq_ignore_ascii_case(&desired_id));
-    let key = ObjectRef::from_obj(grant).erase();
     let recorded = (status
         .role_assignment_id
         .as_deref()
@@ -353,7 +350,7 @@ async fn evaluate(
         && granted_before(status))
         || ctx
             .recorded
-            .granted(&key, &desired_id, grant.metadata.generation);
+            .granted(key, &desired_id, grant.metadata.generation);
     if !recorded {
         let Some(guard) = ctx.account_locks.try_lock(account_id) else {
             return Ok(Pass {
@@ -378,13 +375,7 @@ async fn evaluate(
         }
         if let Some(old) = &previous {
             // The new assignment is in place; only now does the old one go.
-            let revoked = revoke_unless_shared(grant, old, ctx).await;
-            if revoked.is_ok() {
-                // Recorded at once, so a drift check reading the cache does not restore the old.
-                ctx.recorded
-                    .set(&key, Some(desired_id.clone()), grant.metadata.generation);
-            }
-            if let Err(error) = revoked {
+            if let Err(error) = revoke_unless_shared(grant, old, ctx).await {
                 outcome.access = Some(Step::failed(
                     Reason::Replacing,
                     format!(
@@ -397,6 +388,9 @@ async fn evaluate(
                     next: Next::Backoff(error.retry_after),
                 });
             }
+            // Recorded at once, so a drift check reading the cache does not restore the old.
+            ctx.recorded
+                .set(key, Some(desired_id.clone()), grant.metadata.generation);
         }
     }
     status.role_assignment_id = Some(desired_id.clone());
@@ -647,13 +641,7 @@ async fn revoke_unless_shared(
             format!("recorded assignment id {assignment_id} is malformed"),
         ));
     };
-    let Some(_guard) = ctx.account_locks.try_lock(account_id) else {
-        return Err(BackendError {
-            reason: Reason::AccountBusy,
-            message: "another RBAC write on the account is in flight".to_string(),
-            retry_after: Some(Duration::from_secs(2)),
-        });
-    };
+    let _guard = ctx.account_locks.lock_or_busy(account_id)?;
     ctx.cosmos.delete_role_assignment(account_id, guid).await
 }
 
@@ -682,28 +670,18 @@ async fn cleanup(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Actio
         Err(error) => {
             let message =
                 format!("revoking access failed; the finalizer stays until it succeeds: {error}");
-            report::event(
+            let namespace = grant.namespace().unwrap_or_default();
+            let api = Api::<DatabaseAccessGrant>::namespaced(ctx.client.clone(), &namespace);
+            let status = grant.status.clone().unwrap_or_default();
+            report::cleanup_failed(
                 &ctx.recorder,
+                &api,
                 grant.as_ref(),
-                true,
-                Reason::CleanupFailed.as_str(),
-                message.clone(),
+                status,
+                |s| &mut s.conditions,
+                &message,
             )
-            .await;
-            if let Some(namespace) = grant.namespace() {
-                let mut status = grant.status.clone().unwrap_or_default();
-                crate::api::set_condition(
-                    &mut status.conditions,
-                    crate::api::ConditionType::Ready,
-                    Status::False,
-                    Reason::CleanupFailed.as_str(),
-                    &message,
-                    grant.metadata.generation,
-                    Time(Timestamp::now()),
-                );
-                let api = Api::<DatabaseAccessGrant>::namespaced(ctx.client.clone(), &namespace);
-                report::apply_status(&api, &grant.name_any(), &status).await?;
-            }
+            .await?;
             Err(Error::Cleanup(error))
         }
     }

@@ -5,8 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::OwnedMutexGuard;
+
+use crate::api::Reason;
+use crate::backend::BackendError;
 
 /// Per-account write locks, keyed by the lower-cased account id.
 #[derive(Debug, Default)]
@@ -25,6 +29,16 @@ impl AccountLocks {
                 .clone()
         };
         lock.try_lock_owned().ok()
+    }
+
+    /// Take the account's lock, or fail with `AccountBusy` (retried shortly) when another
+    /// write holds it.
+    pub fn lock_or_busy(&self, account_id: &str) -> Result<OwnedMutexGuard<()>, BackendError> {
+        self.try_lock(account_id).ok_or_else(|| BackendError {
+            reason: Reason::AccountBusy,
+            message: "another RBAC write on the account is in flight".to_string(),
+            retry_after: Some(Duration::from_secs(2)),
+        })
     }
 }
 

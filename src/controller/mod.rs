@@ -35,6 +35,9 @@ use crate::telemetry::Metrics;
 use backoff::Backoff;
 use locks::AccountLocks;
 
+/// How soon to retry after losing a race with the watch cache (its event is on the way).
+const STALE_CACHE_RETRY: Duration = Duration::from_millis(500);
+
 /// What every reconcile can use. Each field is shared by both controllers.
 pub struct Context {
     /// Client for the Kubernetes API.

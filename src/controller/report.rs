@@ -8,7 +8,11 @@ use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::ConditionType;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::{ConditionType, Reason, Status, set_condition};
 
 /// Field manager of every write dbgrant makes.
 pub const FIELD_MANAGER: &str = "dbgrant";
@@ -111,6 +115,37 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+/// Say why a deletion is held by its finalizer: a Warning event, and `Ready=False
+/// CleanupFailed` with the same message in `status` (`conditions` picks them out of it).
+///
+/// # Errors
+/// The API server's error writing the status.
+pub async fn cleanup_failed<K, S>(
+    recorder: &Recorder,
+    api: &Api<K>,
+    object: &K,
+    mut status: S,
+    conditions: impl FnOnce(&mut S) -> &mut Vec<Condition>,
+    message: &str,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let reason = Reason::CleanupFailed.as_str();
+    event(recorder, object, true, reason, message.to_string()).await;
+    set_condition(
+        conditions(&mut status),
+        ConditionType::Ready,
+        Status::False,
+        reason,
+        message,
+        object.meta().generation,
+        Time(Timestamp::now()),
+    );
+    apply_status(api, &object.name_any(), &status).await
 }
 
 #[cfg(test)]

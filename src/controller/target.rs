@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -139,26 +138,17 @@ async fn cleanup(target: Arc<DatabaseTarget>, ctx: &Context) -> Result<Action> {
     let message = format!(
         "deleting the target's custom roles has not finished; the finalizer stays until it has: {error}"
     );
-    report::event(
-        &ctx.recorder,
-        target.as_ref(),
-        true,
-        Reason::CleanupFailed.as_str(),
-        message.clone(),
-    )
-    .await;
-    let mut status = target.status.clone().unwrap_or_default();
-    set_condition(
-        &mut status.conditions,
-        ConditionType::Ready,
-        Status::False,
-        Reason::CleanupFailed.as_str(),
-        &message,
-        target.metadata.generation,
-        Time(Timestamp::now()),
-    );
     let api = Api::<DatabaseTarget>::all(ctx.client.clone());
-    report::apply_status(&api, &name, &status).await?;
+    let status = target.status.clone().unwrap_or_default();
+    report::cleanup_failed(
+        &ctx.recorder,
+        &api,
+        target.as_ref(),
+        status,
+        |s| &mut s.conditions,
+        &message,
+    )
+    .await?;
     Err(Error::Cleanup(error))
 }
 
@@ -185,9 +175,7 @@ async fn delete_custom_roles(
     if owned.is_empty() {
         return Ok(());
     }
-    let Some(_guard) = ctx.account_locks.try_lock(account_id) else {
-        return Err(account_busy());
-    };
+    let _guard = ctx.account_locks.lock_or_busy(account_id)?;
     let in_use = delete_unassigned(account_id, &owned, ctx).await?;
     if in_use.is_empty() {
         Ok(())
@@ -226,14 +214,6 @@ async fn delete_unassigned(
         }
     }
     Ok(in_use)
-}
-
-fn account_busy() -> BackendError {
-    BackendError {
-        reason: Reason::AccountBusy,
-        message: "another RBAC write on the account is in flight".to_string(),
-        retry_after: Some(Duration::from_secs(2)),
-    }
 }
 
 /// Check the account, converge custom roles, repair drift. Returns the data-plane endpoint.
@@ -412,7 +392,7 @@ pub fn error_policy(
     ctx.metrics.reconcile_finished(CONTROLLER, false);
     if error.is_stale_cache() {
         tracing::debug!(target = %target.name_any(), error = %crate::error::chain(error), "target changed meanwhile; looking again");
-        return Action::requeue(Duration::from_millis(500));
+        return Action::requeue(super::STALE_CACHE_RETRY);
     }
     ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
     tracing::warn!(target = %target.name_any(), error = %crate::error::chain(error), "target reconcile failed");

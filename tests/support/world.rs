@@ -376,7 +376,7 @@ impl World {
         arm.put(
             "fic_put",
             "federating an identity",
-            arm.url(&id, "2024-11-30").unwrap(),
+            arm.url(&id, IDENTITY_API_VERSION).unwrap(),
             &body,
         )
         .await
