@@ -75,6 +75,25 @@ pub fn resources() -> Vec<ServedResource> {
             true,
             &["rs"],
         ),
+        // What the dbgrant chart installs besides the above.
+        resource(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+            true,
+            &["pdb"],
+        ),
+        resource(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+            false,
+            &["netpol"],
+        ),
         resource(
             "events.k8s.io",
             "v1",
