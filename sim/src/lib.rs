@@ -1,13 +1,12 @@
 //! Dev-only simulators for dbgrant: a Kubernetes API server (`kube`) and Azure (`azure`) that
 //! real clients accept, used by the end-to-end tests, the sandbox and the benchmarks.
-//! Nothing here is ever linked into the operator binary.
+//! Nothing here is ever linked into the operator binary, and nothing here links the operator:
+//! running it against the simulators is `dbgrant-harness`'s job.
 
 pub mod apply;
 pub mod azure;
 pub mod jwt;
 pub mod kube;
-pub mod operator;
-pub mod sandbox;
 pub mod tls;
 
 use std::path::Path;
@@ -34,4 +33,22 @@ pub fn init_logging(filter: &str) {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Wait for SIGTERM or Ctrl-C: how the simulators' binaries are told to stop (scripts kill them
+/// with SIGTERM; a person at a terminal presses Ctrl-C).
+pub async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    // Without SIGTERM handling (not Unix, or the handler could not be installed) Ctrl-C still works.
+    let _ = tokio::signal::ctrl_c().await;
 }

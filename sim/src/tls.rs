@@ -69,17 +69,39 @@ impl TlsMaterial {
 
     /// A rustls client config trusting only this CA (for in-process Rust clients).
     pub fn client_config(&self) -> anyhow::Result<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile_certs(&self.ca_pem)? {
-            roots.add(cert)?;
-        }
-        Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        client_config(&self.ca_pem)
     }
+}
+
+/// A rustls client config (on ring) trusting only the CAs in `ca_pem`, a simulator's.
+///
+/// # Errors
+/// When the PEM holds no valid certificate.
+pub fn client_config(ca_pem: &str) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(ca_pem)? {
+        roots.add(cert)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no CA certificate in the PEM");
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+/// An HTTP client that trusts only the CAs in `ca_pem` (a simulator's) and follows no redirects,
+/// as Azure's clients do not: for tests and tools talking to the simulators directly.
+///
+/// # Errors
+/// When the PEM holds no valid certificate or the client cannot be built.
+pub fn https_client(ca_pem: &str) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(ca_pem)?)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("building the HTTP client")
 }
 
 fn rustls_pemfile_certs(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -199,12 +199,7 @@ async fn every_example_request_gets_an_example_response() {
     })
     .await
     .unwrap();
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            dbgrant::azure::pipeline::tls_config(Some(&sim.ca_pem())).unwrap(),
-        )
-        .build()
-        .unwrap();
+    let http = dbgrant_sim::tls::https_client(&sim.ca_pem()).unwrap();
     let admin = sim.admin();
     let form = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs([

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{ClientMethodOptions, ClientOptions};
+use azure_core::http::{ClientMethodOptions, ClientOptions, Transport};
 use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
     ClientSecretCredential, ClientSecretCredentialOptions,
@@ -27,7 +27,10 @@ fn options(azure: &AzureSim) -> ClientOptions {
     let mut cloud = CustomConfiguration::default();
     cloud.authority_host = azure.authority_host().trim_end_matches('/').to_string();
     ClientOptions {
-        transport: Some(dbgrant::azure::pipeline::transport(Some(&azure.ca_pem())).unwrap()),
+        // Azure's SDK on reqwest, trusting the simulator's CA only.
+        transport: Some(Transport::new(Arc::new(
+            dbgrant_sim::tls::https_client(&azure.ca_pem()).unwrap(),
+        ))),
         cloud: Some(Arc::new(CloudConfiguration::from(cloud))),
         ..ClientOptions::default()
     }

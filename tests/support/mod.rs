@@ -2,4 +2,3 @@
 #![allow(dead_code)]
 
 pub mod schema;
-pub mod world;

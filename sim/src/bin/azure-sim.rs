@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         sim.arm_endpoint(),
         args.state.display()
     );
-    dbgrant::shutdown_signal().cancelled().await;
+    dbgrant_sim::stop_requested().await;
     sim.shutdown().await;
     Ok(())
 }

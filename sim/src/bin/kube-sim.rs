@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         sim.url(),
         args.kubeconfig.display()
     );
-    dbgrant::shutdown_signal().cancelled().await;
+    dbgrant_sim::stop_requested().await;
     sim.shutdown().await;
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use dbgrant_sim::operator::OperatorOptions;
-use dbgrant_sim::sandbox::{Sandbox, SandboxOptions, default_examples_dir, is_ready};
+use dbgrant_harness::operator::OperatorOptions;
+use dbgrant_harness::sandbox::{Sandbox, SandboxOptions, default_examples_dir, is_ready};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_grant_becomes_ready_within_a_minute() {

@@ -12,9 +12,10 @@ use dbgrant::azure::{AzureConfig, OperatorCredential};
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 
-use crate::apply::{apply, read_manifests};
-use crate::azure::{AzureSim, AzureSimConfig, ControlPlaneRole};
-use crate::kube::{KubeSim, KubeSimConfig};
+use dbgrant_sim::apply::{apply, read_manifests};
+use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ControlPlaneRole};
+use dbgrant_sim::kube::{KubeSim, KubeSimConfig};
+
 use crate::operator::{Operator, OperatorOptions};
 
 /// The audience Azure workload identity federates ServiceAccount tokens with.
@@ -103,9 +104,9 @@ impl Sandbox {
         })
         .await?;
         let kubeconfig = options.state_dir.join("kubeconfig");
-        crate::write_atomically(&kubeconfig, &kube.kubeconfig_yaml())?;
+        dbgrant_sim::write_atomically(&kubeconfig, &kube.kubeconfig_yaml())?;
         let azure_state = options.state_dir.join("azure.json");
-        crate::write_atomically(&azure_state, &serde_json::to_string_pretty(&azure.state())?)?;
+        dbgrant_sim::write_atomically(&azure_state, &serde_json::to_string_pretty(&azure.state())?)?;
 
         let client = kube.client().await?;
         for crd in dbgrant::api::crds() {
@@ -158,37 +159,77 @@ impl Sandbox {
     /// changed. Returns the grants.
     ///
     /// # Errors
-    /// When `limit` passes first (the error lists what is not Ready) or the API fails.
+    /// When `limit` passes first (the error lists what is not Ready, and why) or the API fails.
     pub async fn wait_until_ready(
         &self,
         limit: Duration,
         mut progress: impl FnMut(&str, &DatabaseAccessGrant),
     ) -> anyhow::Result<BTreeMap<String, DatabaseAccessGrant>> {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut last: BTreeMap<String, String> = BTreeMap::new();
+        let mut watch = GrantWatch::default();
         loop {
             let grants = self.grants().await?;
-            for (key, grant) in &grants {
-                let summary = summary(grant);
-                if last.get(key) != Some(&summary) {
-                    progress(key, grant);
-                    last.insert(key.clone(), summary);
-                }
+            for key in watch.changed(&grants) {
+                progress(&key, &grants[&key]);
             }
-            if !grants.is_empty() && grants.values().all(is_ready) {
+            if all_ready(&grants) {
                 return Ok(grants);
             }
             if tokio::time::Instant::now() >= deadline {
-                let waiting: Vec<String> = grants
-                    .iter()
-                    .filter(|(_, g)| !is_ready(g))
-                    .map(|(k, g)| format!("{k}: {}", summary(g)))
-                    .collect();
-                anyhow::bail!("not Ready within {limit:?}: {}", waiting.join("; "));
+                anyhow::bail!(
+                    "not Ready within {limit:?}: {}",
+                    not_ready(&grants).join("; ")
+                );
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// How often the grants are looked at: quick enough to show each step on its way to Ready.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// Which grants' conditions changed since the last look (by their one-line summary).
+#[derive(Debug, Default)]
+pub struct GrantWatch {
+    last: BTreeMap<String, String>,
+}
+
+impl GrantWatch {
+    /// The keys of the grants that are new or whose conditions changed since the last call;
+    /// deleted grants are forgotten, so one created again under that name shows up again.
+    pub fn changed(&mut self, grants: &BTreeMap<String, DatabaseAccessGrant>) -> Vec<String> {
+        self.last.retain(|key, _| grants.contains_key(key));
+        let mut changed = Vec::new();
+        for (key, grant) in grants {
+            let summary = summary(grant);
+            if self.last.get(key) != Some(&summary) {
+                self.last.insert(key.clone(), summary);
+                changed.push(key.clone());
+            }
+        }
+        changed
+    }
+}
+
+/// Whether there are grants and every one is Ready.
+pub fn all_ready(grants: &BTreeMap<String, DatabaseAccessGrant>) -> bool {
+    !grants.is_empty() && grants.values().all(is_ready)
+}
+
+/// One line per grant that is not Ready: its conditions and the Ready condition's message,
+/// which says why (the operator writes the cause there).
+pub fn not_ready(grants: &BTreeMap<String, DatabaseAccessGrant>) -> Vec<String> {
+    grants
+        .iter()
+        .filter(|(_, g)| !is_ready(g))
+        .map(|(key, grant)| match condition(grant, "Ready") {
+            Some(ready) if !ready.message.is_empty() => {
+                format!("{key}: {} ({})", summary(grant), ready.message)
+            }
+            _ => format!("{key}: {}", summary(grant)),
+        })
+        .collect()
 }
 
 /// Create what the manifests refer to in Azure: each target's account (with the operator's
