@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dbgrant::api::{DatabaseTarget, Reason};
 use dbgrant::backend::cosmos::{RoleAssignment, RoleDefinition};
-use dbgrant_sim::azure::AzureFault;
+use dbgrant_sim::azure::{AzureFault, AzureOperation as Op, Verb};
 use dbgrant_sim::kube::faults::Fault;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -114,7 +114,7 @@ async fn deletion_while_azure_fails_keeps_the_finalizer_says_why_and_finishes_la
     world.wait_ready("g").await;
     // Azure refuses every revoke until the fault is cleared.
     sims.azure.faults().inject(AzureFault {
-        operation: Some("sqlRoleAssignments.delete".into()),
+        operation: Some(Op::SqlRoleAssignments(Verb::Delete).into()),
         status: Some(503),
         ..AzureFault::default()
     });
@@ -454,7 +454,7 @@ async fn an_operator_killed_during_a_long_operation_leaves_no_duplicate_and_no_l
             (sims
                 .azure
                 .counters()
-                .with_status("sqlRoleAssignments.put", 202)
+                .with_status(Op::SqlRoleAssignments(Verb::Put), 202)
                 > 0)
             .then_some(())
         })
@@ -528,7 +528,7 @@ async fn concurrent_grants_on_one_account_converge_despite_412() {
     assert!(
         sims.azure
             .counters()
-            .with_status("sqlRoleAssignments.put", 412)
+            .with_status(Op::SqlRoleAssignments(Verb::Put), 412)
             > 0,
         "the lock was contended: {:?}",
         sims.azure.counters()
@@ -545,20 +545,20 @@ async fn throttling_and_server_errors_are_retried_honouring_retry_after() {
     let app = world.workload("app").await;
     let faults = sims.azure.faults();
     faults.inject(AzureFault {
-        operation: Some("sqlRoleAssignments.put".into()),
+        operation: Some(Op::SqlRoleAssignments(Verb::Put).into()),
         status: Some(429),
         retry_after: Some(1),
         times: Some(3),
         ..AzureFault::default()
     });
     faults.inject(AzureFault {
-        operation: Some("entra.token".into()),
+        operation: Some(Op::EntraToken.into()),
         status: Some(503),
         times: Some(2),
         ..AzureFault::default()
     });
     faults.inject(AzureFault {
-        operation: Some("accounts.get".into()),
+        operation: Some(Op::Accounts(Verb::Get).into()),
         status: Some(500),
         times: Some(2),
         ..AzureFault::default()
@@ -570,7 +570,7 @@ async fn throttling_and_server_errors_are_retried_honouring_retry_after() {
     world.wait_ready("g").await;
     let counters = sims.azure.counters();
     assert_eq!(
-        counters.with_status("sqlRoleAssignments.put", 429),
+        counters.with_status(Op::SqlRoleAssignments(Verb::Put), 429),
         3,
         "{counters:?}"
     );
@@ -616,7 +616,7 @@ async fn passes_after_the_first_reuse_the_identity_and_write_nothing() {
         .await;
     world.wait_ready("g").await;
     let before = sims.kube.counters();
-    let exchanges = sims.azure.counters().calls("entra.token");
+    let exchanges = sims.azure.counters().calls(Op::EntraToken);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let after = sims.kube.counters();
     assert!(
@@ -629,12 +629,14 @@ async fn passes_after_the_first_reuse_the_identity_and_write_nothing() {
         "no new ServiceAccount token was minted"
     );
     assert_eq!(
-        sims.azure.counters().calls("entra.token"),
+        sims.azure.counters().calls(Op::EntraToken),
         exchanges,
         "no new exchange at Entra ID"
     );
     assert_eq!(
-        sims.azure.counters().calls("sqlRoleAssignments.put"),
+        sims.azure
+            .counters()
+            .calls(Op::SqlRoleAssignments(Verb::Put)),
         1,
         "one PUT made the assignment; later passes write nothing"
     );

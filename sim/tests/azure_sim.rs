@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use dbgrant_sim::azure::{AzureFault, AzureSim, AzureSimConfig, ControlPlaneRole};
+use dbgrant_sim::azure::{
+    AzureFault, AzureOperation as Op, AzureSim, AzureSimConfig, ControlPlaneRole, Verb,
+};
 use dbgrant_sim::kube::{KubeSim, KubeSimConfig};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -679,7 +681,7 @@ async fn throttling_and_failures_are_injected_and_counted() {
     let account = w.azure.create_cosmos_account(SUB, "rg", "acct");
     let admin = w.admin_token().await;
     w.azure.faults().inject(AzureFault {
-        operation: Some("accounts.get".into()),
+        operation: Some(Op::Accounts(Verb::Get).into()),
         status: Some(429),
         retry_after: Some(3),
         times: Some(1),
@@ -698,8 +700,11 @@ async fn throttling_and_failures_are_injected_and_counted() {
             .0,
         200
     );
-    assert_eq!(w.azure.counters().calls("accounts.get"), 2);
-    assert_eq!(w.azure.counters().with_status("accounts.get", 429), 1);
+    assert_eq!(w.azure.counters().calls(Op::Accounts(Verb::Get)), 2);
+    assert_eq!(
+        w.azure.counters().with_status(Op::Accounts(Verb::Get), 429),
+        1
+    );
 
     // A failing long-running operation ends Failed with an error and releases the lock.
     w.azure.faults().fail_next_lros(1);
@@ -863,7 +868,7 @@ async fn limits_stuck_operations_latency_and_the_data_planes_headers() {
 
     // Latency is injected where asked.
     w.azure.faults().inject(AzureFault {
-        operation: Some("accounts.get".into()),
+        operation: Some(Op::Accounts(Verb::Get).into()),
         latency: Some(Duration::from_millis(400)),
         times: Some(1),
         ..AzureFault::default()
@@ -948,7 +953,12 @@ async fn arm_throttles_each_principal_with_token_buckets() {
     // After Retry-After, a token is back.
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(put().await.0, 200);
-    assert!(w.azure.counters().with_status("identities.put", 429) >= 1);
+    assert!(
+        w.azure
+            .counters()
+            .with_status(Op::Identities(Verb::Put), 429)
+            >= 1
+    );
 }
 
 #[tokio::test]
@@ -957,7 +967,7 @@ async fn a_dropped_connection_reaches_the_client_as_a_transport_error() {
     let account = w.azure.create_cosmos_account(SUB, "rg", "acct");
     let admin = w.admin_token().await;
     w.azure.faults().inject(AzureFault {
-        operation: Some("accounts.get".into()),
+        operation: Some(Op::Accounts(Verb::Get).into()),
         drop_connection: true,
         times: Some(1),
         ..AzureFault::default()

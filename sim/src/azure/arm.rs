@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::errors::ArmError;
+use super::operation::AzureOperation as Op;
 use super::state::{Fic, Identity};
 use super::{ARM_AUDIENCE, Shared, rbac};
 
@@ -113,9 +114,10 @@ fn forbidden(caller: &str, action: &str, scope: &str) -> ArmError {
 }
 
 /// Serve an ARM request below `/subscriptions/`: authenticate, throttle as ARM does (the
-/// remaining tokens in a header on every answer), route.
+/// remaining tokens in a header on every answer), route `operation` (which `path` is).
 pub async fn handle(
     shared: &Shared,
+    operation: Op,
     method: &Method,
     path: &str,
     query: &HashMap<String, String>,
@@ -136,8 +138,8 @@ pub async fn handle(
         }
         Ok(remaining) => (
             remaining,
-            match route(shared, &caller, method, path, query, body).await {
-                Ok((_, response)) => response,
+            match route(shared, &caller, operation, method, path, query, body).await {
+                Ok(response) => response,
                 Err(error) => error.into_response(),
             },
         ),
@@ -148,29 +150,34 @@ pub async fn handle(
     response
 }
 
+/// Serve an operation whose path has the shape ARM gives it; any other is 404, as ARM answers.
 async fn route(
     shared: &Shared,
     caller: &str,
+    operation: Op,
     method: &Method,
     path: &str,
     query: &HashMap<String, String>,
     body: &[u8],
-) -> Result<(String, Response), ArmError> {
+) -> Result<Response, ArmError> {
     let caller = caller.to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
-    match l.as_slice() {
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            "microsoft.managedidentity",
-            "userassignedidentities",
-            _,
-        ] => {
+    match (operation, l.as_slice()) {
+        (
+            Op::Identities(_),
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.managedidentity",
+                "userassignedidentities",
+                _,
+            ],
+        ) => {
             check_version(query, MSI_VERSIONS, "userAssignedIdentities")?;
             let id = segments.join("/");
             let id = format!("/{id}");
@@ -180,25 +187,23 @@ async fn route(
                 "Microsoft.ManagedIdentity/userAssignedIdentities/write",
                 &id,
             )?;
-            let op = if *method == Method::PUT {
-                "identities.put"
-            } else {
-                "identities.get"
-            };
-            Ok((op.into(), identity(shared, method, &id, segments[7], body)?))
+            identity(shared, method, &id, segments[7], body)
         }
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            "microsoft.managedidentity",
-            "userassignedidentities",
-            _,
-            "federatedidentitycredentials",
-            rest @ ..,
-        ] => {
+        (
+            Op::FederatedCredentials(_),
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.managedidentity",
+                "userassignedidentities",
+                _,
+                "federatedidentitycredentials",
+                rest @ ..,
+            ],
+        ) => {
             check_version(
                 query,
                 MSI_VERSIONS,
@@ -212,24 +217,21 @@ async fn route(
                 &identity_id,
             )?;
             let name = rest.first().map(|_| segments[9]);
-            let op = match (method.as_str(), name) {
-                ("GET", None) => "fics.list",
-                ("GET", Some(_)) => "fics.get",
-                ("PUT", _) => "fics.put",
-                _ => "fics.delete",
-            };
-            Ok((op.into(), fic(shared, method, &identity_id, name, body)?))
+            fic(shared, method, &identity_id, name, body)
         }
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            "microsoft.documentdb",
-            "databaseaccounts",
-            _,
-        ] => {
+        (
+            Op::Accounts(_),
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.documentdb",
+                "databaseaccounts",
+                _,
+            ],
+        ) => {
             check_version(query, COSMOS_VERSIONS, "databaseAccounts")?;
             let id = format!("/{}", segments.join("/"));
             authorize(
@@ -238,32 +240,26 @@ async fn route(
                 "Microsoft.DocumentDB/databaseAccounts/read",
                 &id,
             )?;
-            let op = if *method == Method::PUT {
-                "accounts.put"
-            } else {
-                "accounts.get"
-            };
-            Ok((op.into(), account(shared, method, &id, segments[7], body)?))
+            account(shared, method, &id, segments[7], body)
         }
-        [
-            "subscriptions",
-            _,
-            "resourcegroups",
-            _,
-            "providers",
-            "microsoft.documentdb",
-            "databaseaccounts",
-            _,
-            collection @ ("sqlroledefinitions" | "sqlroleassignments"),
-            rest @ ..,
-        ] => {
+        (
+            Op::SqlRoleDefinitions(_) | Op::SqlRoleAssignments(_),
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.documentdb",
+                "databaseaccounts",
+                _,
+                collection @ ("sqlroledefinitions" | "sqlroleassignments"),
+                rest @ ..,
+            ],
+        ) if operation.family().as_str().eq_ignore_ascii_case(collection) => {
             let version = check_version(query, COSMOS_VERSIONS, "databaseAccounts")?;
             let account_id = format!("/{}", segments[..8].join("/"));
-            let collection = if *collection == "sqlroledefinitions" {
-                "sqlRoleDefinitions"
-            } else {
-                "sqlRoleAssignments"
-            };
+            let collection = operation.family().as_str();
             let action = if *method == Method::GET {
                 "read"
             } else {
@@ -276,13 +272,7 @@ async fn route(
                 &account_id,
             )?;
             let guid = rest.first().map(|_| segments[9]);
-            let op = match (method.as_str(), guid) {
-                ("GET", None) => "list",
-                ("GET", Some(_)) => "get",
-                ("PUT", _) => "put",
-                _ => "delete",
-            };
-            let response = rbac::handle(
+            rbac::handle(
                 shared,
                 method,
                 &account_id,
@@ -290,19 +280,21 @@ async fn route(
                 guid,
                 &version,
                 body,
-            )?;
-            Ok((format!("{collection}.{op}"), response))
+            )
         }
-        [
-            "subscriptions",
-            _,
-            "providers",
-            "microsoft.documentdb",
-            "locations",
-            _,
-            "operationsstatus",
-            _,
-        ] => Ok(("operations.get".into(), operation(shared, segments[7])?)),
+        (
+            Op::OperationStatus(_),
+            [
+                "subscriptions",
+                _,
+                "providers",
+                "microsoft.documentdb",
+                "locations",
+                _,
+                "operationsstatus",
+                _,
+            ],
+        ) => operation_status(shared, segments[7]),
         _ => Err(ArmError::new(
             404,
             "InvalidResourceType",
@@ -530,7 +522,7 @@ fn account(
     Ok(axum::Json(account_body(account)).into_response())
 }
 
-fn operation(shared: &Shared, id: &str) -> Result<Response, ArmError> {
+fn operation_status(shared: &Shared, id: &str) -> Result<Response, ArmError> {
     let mut state = shared.state();
     state.settle(Instant::now());
     let op = state

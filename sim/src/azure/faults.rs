@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// A fault for calls whose operation name starts with `operation` (e.g. `sqlRoleAssignments`,
-/// `sqlRoleAssignments.put`, `entra.token`); `None` matches every call.
+use super::operation::{AzureOperation, OperationFilter};
+
+/// A fault for the calls `operation` matches (one operation such as
+/// `AzureOperation::SqlRoleAssignments(Verb::Put)`, or a whole `Family`); `None` matches every
+/// call.
 #[derive(Clone, Debug, Default)]
 pub struct AzureFault {
-    /// Operation name prefix.
-    pub operation: Option<String>,
+    /// Which calls it hits.
+    pub operation: Option<OperationFilter>,
     /// Answer with this status (429, 500, 503, ...).
     pub status: Option<u16>,
     /// `Retry-After` seconds on the injected answer.
@@ -33,29 +36,26 @@ pub(crate) struct Settings {
     pub entra_down: bool,
     pub principal_delay: Duration,
     pub propagation_delay: Duration,
-    pub counters: BTreeMap<String, u64>,
+    pub counters: BTreeMap<(AzureOperation, Option<u16>), u64>,
 }
 
 /// A cheap handle on the simulator's faults and counters.
 #[derive(Clone)]
 pub struct AzureFaults(pub(crate) Arc<Mutex<Settings>>);
 
-/// Calls by operation and result (`"sqlRoleAssignments.put 202"`), and by operation alone.
+/// Calls by operation, and by operation and result (HTTP status).
 #[derive(Clone, Debug, Default)]
-pub struct AzureCounters(pub BTreeMap<String, u64>);
+pub struct AzureCounters(BTreeMap<(AzureOperation, Option<u16>), u64>);
 
 impl AzureCounters {
-    /// Calls of an operation (e.g. `sqlRoleAssignments.put`), whatever the result.
-    pub fn calls(&self, operation: &str) -> u64 {
-        self.0.get(operation).copied().unwrap_or(0)
+    /// Calls of an operation, whatever the result.
+    pub fn calls(&self, operation: AzureOperation) -> u64 {
+        self.0.get(&(operation, None)).copied().unwrap_or(0)
     }
 
-    /// Calls of an operation with a given HTTP status.
-    pub fn with_status(&self, operation: &str, status: u16) -> u64 {
-        self.0
-            .get(&format!("{operation} {status}"))
-            .copied()
-            .unwrap_or(0)
+    /// Calls of an operation answered with a given HTTP status.
+    pub fn with_status(&self, operation: AzureOperation, status: u16) -> u64 {
+        self.0.get(&(operation, Some(status))).copied().unwrap_or(0)
     }
 }
 
@@ -131,14 +131,13 @@ impl AzureFaults {
     }
 
     /// Count a call and return the fault it hits, if any.
-    pub(crate) fn hit(&self, operation: &str) -> Option<AzureFault> {
+    pub(crate) fn hit(&self, operation: AzureOperation) -> Option<AzureFault> {
         let mut settings = self.lock();
-        *settings.counters.entry(operation.to_string()).or_default() += 1;
-        let index = settings.rules.iter().position(|f| {
-            f.operation
-                .as_deref()
-                .is_none_or(|p| operation.starts_with(p))
-        })?;
+        *settings.counters.entry((operation, None)).or_default() += 1;
+        let index = settings
+            .rules
+            .iter()
+            .position(|f| f.operation.is_none_or(|filter| filter.matches(operation)))?;
         let fault = settings.rules[index].clone();
         if let Some(times) = &mut settings.rules[index].times {
             *times = times.saturating_sub(1);
@@ -150,11 +149,11 @@ impl AzureFaults {
     }
 
     /// Count a call's result.
-    pub(crate) fn record(&self, operation: &str, status: u16) {
+    pub(crate) fn record(&self, operation: AzureOperation, status: u16) {
         *self
             .lock()
             .counters
-            .entry(format!("{operation} {status}"))
+            .entry((operation, Some(status)))
             .or_default() += 1;
     }
 }

@@ -7,6 +7,7 @@ pub mod dataplane;
 pub mod entra;
 pub mod errors;
 pub mod faults;
+pub mod operation;
 pub mod rbac;
 pub mod state;
 pub mod throttle;
@@ -25,6 +26,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{AzureCounters, AzureFault, AzureFaults};
+pub use operation::{AzureOperation, Family, OperationFilter, UnknownOperation, Verb};
 
 use crate::jwt::SigningKey;
 use crate::tls::{TlsMaterial, bind_loopback, serve_https};
@@ -485,8 +487,8 @@ async fn handle(
         url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let operation = operation_name(&method, &path);
-    if let Some(fault) = shared.faults.hit(&operation) {
+    let operation = AzureOperation::of(&method, &path);
+    if let Some(fault) = shared.faults.hit(operation) {
         if let Some(latency) = fault.latency {
             tokio::time::sleep(latency).await;
         }
@@ -508,7 +510,7 @@ async fn handle(
                 format!("Injected failure ({status})."),
             );
             error.retry_after = fault.retry_after;
-            shared.faults.record(&operation, status);
+            shared.faults.record(operation, status);
             let mut response = error.into_response();
             if status == 429 {
                 response.headers_mut().insert(
@@ -519,51 +521,15 @@ async fn handle(
             return response;
         }
     }
-    let response = route(&shared, &method, &path, &query, &headers, &body).await;
-    shared.faults.record(&operation, response.status().as_u16());
+    let response = route(&shared, operation, &method, &path, &query, &headers, &body).await;
+    shared.faults.record(operation, response.status().as_u16());
     response
 }
 
-fn operation_name(method: &Method, path: &str) -> String {
-    let lower = path.to_ascii_lowercase();
-    let verb = match *method {
-        Method::PUT => "put",
-        Method::DELETE => "delete",
-        Method::POST => "post",
-        _ => "get",
-    };
-    if lower.ends_with("/oauth2/v2.0/token") {
-        return "entra.token".into();
-    }
-    if lower.starts_with("/cosmos/") {
-        return "dataplane.get".into();
-    }
-    for (needle, name) in [
-        ("/operationsstatus/", "operations"),
-        ("/sqlroleassignments", "sqlRoleAssignments"),
-        ("/sqlroledefinitions", "sqlRoleDefinitions"),
-        ("/federatedidentitycredentials", "fics"),
-        ("/userassignedidentities/", "identities"),
-        ("/databaseaccounts/", "accounts"),
-    ] {
-        if lower.contains(needle) {
-            let collection_listing = (name == "sqlRoleAssignments"
-                || name == "sqlRoleDefinitions"
-                || name == "fics")
-                && (lower.ends_with(&needle.to_string()) || lower.ends_with(&format!("{needle}/")));
-            let verb = if collection_listing && verb == "get" {
-                "list"
-            } else {
-                verb
-            };
-            return format!("{name}.{verb}");
-        }
-    }
-    format!("other.{verb}")
-}
-
+/// Serve a request as the operation it was classified as (faults and counters saw the same).
 async fn route(
     shared: &Shared,
+    operation: AzureOperation,
     method: &Method,
     path: &str,
     query: &HashMap<String, String>,
@@ -571,18 +537,22 @@ async fn route(
     body: &[u8],
 ) -> Response {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        [tenant, "oauth2", "v2.0", "token"] if *method == Method::POST => {
+    match (operation, segments.as_slice()) {
+        (AzureOperation::EntraToken, [tenant, "oauth2", "v2.0", "token"])
+            if *method == Method::POST =>
+        {
             let form: HashMap<String, String> =
                 url::form_urlencoded::parse(body).into_owned().collect();
             entra::token(shared, tenant, &form).await
         }
-        ["cosmos", account, rest @ ..] if *method == Method::GET => {
+        (AzureOperation::DataPlaneRead, ["cosmos", account, rest @ ..])
+            if *method == Method::GET =>
+        {
             dataplane::read(shared, account, &rest.join("/"), headers)
         }
-        ["subscriptions", ..] => {
+        (_, ["subscriptions", ..]) => {
             let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-            arm::handle(shared, method, path, query, authorization, body).await
+            arm::handle(shared, operation, method, path, query, authorization, body).await
         }
         _ => {
             errors::ArmError::new(404, "NotFound", format!("No route for {path}.")).into_response()
