@@ -27,10 +27,10 @@ fn examples_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED: Azure contract examples not found at {} (set DBGRANT_AZURE_CONTRACTS)",
+        dbgrant_sim::prerequisite_missing(&format!(
+            "Azure contract examples not found at {} (set DBGRANT_AZURE_CONTRACTS)",
             dir.display()
-        );
+        ));
         None
     }
 }

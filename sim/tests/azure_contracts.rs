@@ -23,10 +23,10 @@ fn contracts() -> Option<PathBuf> {
     if examples.is_dir() {
         Some(examples)
     } else {
-        eprintln!(
-            "SKIPPED: Azure contract examples not found at {} (set DBGRANT_AZURE_CONTRACTS)",
+        dbgrant_sim::prerequisite_missing(&format!(
+            "Azure contract examples not found at {} (set DBGRANT_AZURE_CONTRACTS)",
             examples.display()
-        );
+        ));
         None
     }
 }

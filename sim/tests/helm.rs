@@ -4,7 +4,8 @@
 //! installed, listed, upgraded and uninstalled.
 //!
 //! The Python with helm-sdkpy comes from `DBGRANT_PYTHON` (scripts/test sets it up); without it
-//! the test says so and skips, so a clone without Python still passes the rest.
+//! the test says so and skips, so a clone without Python still passes the rest (with `CI=true`
+//! it fails instead).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,9 +39,9 @@ fn python() -> Option<String> {
         (true, _) => Some(python),
         (false, true) => panic!("DBGRANT_PYTHON={python} cannot import helm_sdkpy"),
         (false, false) => {
-            eprintln!(
-                "skipping the Helm tests: no DBGRANT_PYTHON and python3 has no helm_sdkpy \
-                 (scripts/test installs it)"
+            dbgrant_sim::prerequisite_missing(
+                "the Helm tests need helm-sdkpy: no DBGRANT_PYTHON and python3 has no helm_sdkpy \
+                 (scripts/test installs it)",
             );
             None
         }

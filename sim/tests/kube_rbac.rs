@@ -135,7 +135,7 @@ async fn kubectl_auth_can_i_answers_from_rbac() {
         .output()
         .is_err()
     {
-        eprintln!("kubectl is not installed; skipping");
+        dbgrant_sim::prerequisite_missing("this test needs kubectl on PATH");
         return;
     }
     let (sim, _admin, token) = timeout(LIMIT, setup()).await.unwrap();

@@ -31,7 +31,7 @@ impl Kubectl {
             .output()
             .is_err()
         {
-            eprintln!("kubectl is not installed; skipping the kubectl tests");
+            dbgrant_sim::prerequisite_missing("the kubectl tests need kubectl on PATH");
             return None;
         }
         let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
