@@ -161,6 +161,13 @@ pub struct DatabaseAccessGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_assignment_id: Option<String>,
 
+    /// Every piece of database access this grant made or shares (role-assignment ids), recorded
+    /// before each write so a crash or restart cannot lose one. The operator revokes only
+    /// what it also finds in Azure as made by dbgrant and that no allowed grant still asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub held: Vec<String>,
+
     /// When the access token in the token Secret expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_expires_at: Option<Time>,

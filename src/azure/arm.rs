@@ -209,10 +209,12 @@ impl Arm {
             // Cosmos DB's PUT may answer a bare 202: watch the resource itself appear or vanish.
             (None, None) => (PollMode::Resource, resource),
         };
-        let deadline = Instant::now() + self.http.timing.lro_deadline;
+        let started = Instant::now();
         let mut wait = self.poll_wait(&reply);
         loop {
-            if Instant::now() + wait > deadline {
+            // Elapsed plus wait, never `Instant + Duration`: that panics on overflow, and the
+            // wait comes from Azure's headers.
+            if started.elapsed().saturating_add(wait) > self.http.timing.lro_deadline {
                 return Err(BackendError {
                     reason: Reason::AzureUnavailable,
                     message: format!(
@@ -220,6 +222,7 @@ impl Arm {
                         self.http.timing.lro_deadline.as_secs()
                     ),
                     retry_after: Some(wait),
+                    http_status: None,
                 });
             }
             tokio::time::sleep(wait).await;

@@ -123,7 +123,8 @@ pub fn arm_failure(
     BackendError {
         reason,
         message,
-        retry_after,
+        retry_after: retry_after.map(crate::backend::bounded_retry_after),
+        http_status: status,
     }
 }
 
@@ -201,12 +202,16 @@ pub fn entra_failure(what: &str, status: u16, body: &[u8]) -> BackendError {
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(crate::backend::bounded_retry_after(Duration::from_secs(
+            secs,
+        )));
     }
     let when = k8s_openapi::jiff::fmt::rfc2822::parse(value).ok()?;
     let now = k8s_openapi::jiff::Timestamp::now();
     let delta = when.timestamp().duration_since(now);
-    Some(Duration::try_from(delta).unwrap_or(Duration::ZERO))
+    Some(crate::backend::bounded_retry_after(
+        Duration::try_from(delta).unwrap_or(Duration::ZERO),
+    ))
 }
 
 #[cfg(test)]
@@ -372,5 +377,15 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // Hostile values are bounded, never an overflow later.
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(crate::backend::MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(crate::backend::MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after("99999999999999999999999"), None);
     }
 }

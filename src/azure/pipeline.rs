@@ -157,7 +157,9 @@ impl Reply {
             .or_else(|| self.header("retry-after-ms"))
             .and_then(|v| v.trim().parse::<u64>().ok())
         {
-            return Some(Duration::from_millis(ms));
+            return Some(crate::backend::bounded_retry_after(Duration::from_millis(
+                ms,
+            )));
         }
         self.header("retry-after").and_then(parse_retry_after)
     }

@@ -4,6 +4,7 @@
 
 pub mod cosmos;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::Secret;
@@ -19,8 +20,20 @@ pub struct BackendError {
     pub reason: Reason,
     /// What happened, for humans; never contains a token.
     pub message: String,
-    /// How long the remote side asked us to wait, if it did (HTTP 429 Retry-After).
+    /// How long the remote side asked us to wait, if it did (HTTP 429 Retry-After), never
+    /// more than [`MAX_RETRY_AFTER`].
     pub retry_after: Option<Duration>,
+    /// The HTTP status the remote side answered with, when it answered.
+    pub http_status: Option<u16>,
+}
+
+/// The longest wait a remote side may ask for: a hostile or broken `Retry-After` (say
+/// `18446744073709551615`) must neither overflow a deadline nor park a grant for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `wait`, bounded by [`MAX_RETRY_AFTER`].
+pub fn bounded_retry_after(wait: Duration) -> Duration {
+    wait.min(MAX_RETRY_AFTER)
 }
 
 impl BackendError {
@@ -30,7 +43,13 @@ impl BackendError {
             reason,
             message: message.into(),
             retry_after: None,
+            http_status: None,
         }
+    }
+
+    /// Whether the remote side said the thing does not exist (HTTP 404).
+    pub fn is_not_found(&self) -> bool {
+        self.http_status == Some(404)
     }
 }
 
@@ -45,4 +64,131 @@ pub struct ResolvedIdentity {
     pub access_token: Secret,
     /// When `access_token` expires.
     pub expires_at: Timestamp,
+}
+
+/// Access one grant asks for, in backend-neutral terms: principal P may have role R at scope S.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// Object id of the workload identity's service principal.
+    pub principal_id: String,
+    /// The role's name on the target (`reader`, `contributor` or a custom role).
+    pub role: String,
+    /// Database within the target, if the grant names one.
+    pub database: Option<String>,
+    /// Container (Cosmos DB) within `database`, if the grant names one.
+    pub container: Option<String>,
+}
+
+/// One piece of access dbgrant made in a database (a Cosmos DB role assignment today; a
+/// contained user or login role for the SQL backends). Its `id` is deterministic in
+/// (principal, role, scope), so grants asking for the same access share one holding, and it
+/// names the store it lives in, so whoever finds the id knows which target may act on it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Holding {
+    /// Full, backend-specific id (for Cosmos DB the ARM id of the assignment), lower-cased.
+    pub id: String,
+    /// Object id of the principal it gives access to.
+    pub principal_id: String,
+    /// Backend-specific id of the role it gives.
+    pub role_id: String,
+    /// Backend-specific scope it applies at.
+    pub scope: String,
+}
+
+/// The serialisation and ownership unit of a backend: one Cosmos DB account, one SQL
+/// database. Writes on one store are serialised; holdings are only ever acted on through a
+/// target that declares their store.
+pub fn same_store(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Everything a target needs from its database, behind one backend-neutral seam. The
+/// controllers dispatch once on the target's backend block (`for_target`) and then only talk
+/// to this trait: a new database kind is a module under `backend/` implementing it.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// Short name of the backend kind (`cosmos`), as shown in the target's status.
+    fn kind(&self) -> &'static str;
+
+    /// The store this target declares (lower-cased), the unit of write serialisation.
+    fn store(&self) -> String;
+
+    /// The store a holding id belongs to, when it is an id this backend kind makes.
+    fn store_of(&self, holding_id: &str) -> Option<String>;
+
+    /// The holding that gives `access`, or why the target cannot give it (pure).
+    ///
+    /// # Errors
+    /// `InvalidSpec` when the target does not declare the role.
+    fn holding_for(&self, access: &Access) -> Result<Holding, BackendError>;
+
+    /// Check the store exists and may be managed, and converge what the target itself owns
+    /// (custom role definitions). Returns the data-plane endpoint.
+    async fn prepare(&self) -> Result<String, BackendError>;
+
+    /// Every holding dbgrant made in the store: those whose id is the deterministic id of
+    /// their own principal, role and scope. Anything else was made by someone else.
+    async fn list_owned(&self) -> Result<Vec<Holding>, BackendError>;
+
+    /// Create the holding (idempotent by its id).
+    async fn grant(&self, holding: &Holding) -> Result<(), BackendError>;
+
+    /// Remove the holding with this id if it exists and dbgrant made it; `Ok(false)` when
+    /// there was nothing of dbgrant's to remove.
+    async fn revoke(&self, holding_id: &str) -> Result<bool, BackendError>;
+
+    /// Whether the workload's own token can use the access on the data plane.
+    async fn probe(
+        &self,
+        endpoint: &str,
+        access: &Access,
+        access_token: &Secret,
+    ) -> Result<bool, BackendError>;
+
+    /// Whether access should be probed before a grant is called Ready.
+    fn verifies_access(&self) -> bool;
+
+    /// Delete what the target itself owns (custom roles), once no holding uses it. Returns
+    /// the names of what is kept because something still uses it.
+    async fn remove_target_owned(&self, in_use_by: &[Holding])
+    -> Result<Vec<String>, BackendError>;
+
+    /// The data-plane path a probe reads, for messages.
+    fn describe_scope(&self, access: &Access) -> String;
+}
+
+/// The clients backends are built from (one per external API, each a seam of its own).
+#[derive(Clone)]
+pub struct Backends {
+    /// ARM and the Cosmos DB data plane.
+    pub cosmos: Arc<dyn cosmos::CosmosAccess>,
+}
+
+impl Backends {
+    /// The store a holding id belongs to, whichever backend kind made it.
+    pub fn store_of(&self, id: &str) -> Option<String> {
+        cosmos::parse_assignment_id(id).map(|(account, _)| account.to_ascii_lowercase())
+    }
+
+    /// The backend behind `target`'s backend block: the one dispatch on the kind of database.
+    ///
+    /// # Errors
+    /// `InvalidSpec` when no supported backend block is set.
+    pub fn for_target(
+        &self,
+        name: &str,
+        spec: &crate::api::DatabaseTargetSpec,
+    ) -> Result<Arc<dyn Backend>, BackendError> {
+        match &spec.cosmos {
+            Some(cosmos) => Ok(Arc::new(cosmos::CosmosBackend::new(
+                name,
+                cosmos.clone(),
+                self.cosmos.clone(),
+            ))),
+            None => Err(BackendError::new(
+                Reason::InvalidSpec,
+                "no supported backend block is set",
+            )),
+        }
+    }
 }

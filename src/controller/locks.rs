@@ -38,6 +38,7 @@ impl AccountLocks {
             reason: Reason::AccountBusy,
             message: "another RBAC write on the account is in flight".to_string(),
             retry_after: Some(Duration::from_secs(2)),
+            http_status: None,
         })
     }
 }

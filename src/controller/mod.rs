@@ -2,15 +2,17 @@
 //! `Context`, both stopping gracefully when the shutdown token fires.
 
 pub mod backoff;
-mod grant;
+pub mod cluster;
+pub mod decide;
+pub mod grant;
 pub mod grant_status;
 pub mod identity;
 pub mod identity_cache;
+pub mod ledger;
 pub mod locks;
 pub mod policy;
-pub mod recorded;
 pub mod report;
-mod target;
+pub mod target;
 
 pub use grant::FINALIZER;
 
@@ -23,7 +25,6 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::ListParams;
 use kube::core::{DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{DatabaseAccessGrant, DatabaseTarget};
 use crate::backend::cosmos::CosmosAccess;
+use crate::backend::{Backend, Backends};
 use crate::telemetry::Metrics;
 use backoff::Backoff;
 use locks::AccountLocks;
@@ -38,24 +40,27 @@ use locks::AccountLocks;
 /// How soon to retry after losing a race with the watch cache (its event is on the way).
 const STALE_CACHE_RETRY: Duration = Duration::from_millis(500);
 
-/// What every reconcile can use. Each field is shared by both controllers.
+/// What every reconcile can use. Each field is shared by both controllers; each piece of
+/// state has one writer, named on its field. All of it assumes one active replica (leader
+/// election makes it so): two replicas each holding a ledger would not see each other.
 pub struct Context {
-    /// Client for the Kubernetes API.
+    /// Client for the Kubernetes API (only the finalizer helper uses it directly).
     pub client: Client,
-    /// Cosmos DB and Entra ID, behind the backend seam.
-    pub cosmos: Arc<dyn CosmosAccess>,
-    /// Publishes events on grants and targets (de-duplicated into series by kube).
-    pub recorder: Recorder,
+    /// Every other Kubernetes read and write, behind its seam.
+    pub cluster: Arc<dyn cluster::Cluster>,
+    /// The databases, behind the backend seam.
+    pub backends: Backends,
     /// The operator's metrics.
     pub metrics: Metrics,
     /// Per-object retry delays, reset on success.
     pub backoff: Backoff<ObjectRef<DynamicObject>>,
-    /// One RBAC write at a time per Cosmos DB account.
+    /// One access write at a time per store (Cosmos DB account). Taken by both reconcilers.
     pub account_locks: AccountLocks,
-    /// Identities resolved recently, so passes do not each pay an Entra ID exchange.
+    /// Identities resolved recently, so passes do not each pay an Entra ID exchange. Written
+    /// by the grant reconciler.
     pub identities: identity_cache::IdentityCache,
-    /// The assignment each grant's status was last written with (the cache can lag it).
-    pub recorded: recorded::RecordedAssignments,
+    /// What each grant holds and asks for. Written by the grant reconciler only.
+    pub ledger: ledger::Ledger,
     /// Every grant, as last seen (for shared-assignment checks and drift repair).
     pub grants: Store<DatabaseAccessGrant>,
     /// Every target, as last seen.
@@ -64,6 +69,21 @@ pub struct Context {
     pub default_tenant: Option<String>,
     /// Requeue interval after a successful reconcile (also the drift-check period).
     pub resync_interval: Duration,
+}
+
+impl Context {
+    /// The backend of the target that declares the store a holding id belongs to, if any
+    /// target does (a target being deleted still declares its store until its finalizer goes).
+    pub fn backend_for_holding(&self, id: &str) -> Option<Arc<dyn Backend>> {
+        let store = self.backends.store_of(id)?;
+        self.targets.state().iter().find_map(|target| {
+            let backend = self
+                .backends
+                .for_target(&target.name_any(), &target.spec)
+                .ok()?;
+            crate::backend::same_store(&backend.store(), &store).then_some(backend)
+        })
+    }
 }
 
 /// Settings the controllers take.
@@ -146,20 +166,17 @@ pub async fn run(
 
     metrics.register_grant_states(grant_store.clone());
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
+        cluster: Arc::new(cluster::KubeCluster::new(
             client.clone(),
-            Reporter {
-                controller: "dbgrant".into(),
-                instance: settings.instance.clone(),
-            },
-        ),
+            settings.instance.clone(),
+        )),
         client,
-        cosmos,
+        backends: Backends { cosmos },
         metrics,
         backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
         account_locks: AccountLocks::default(),
         identities: identity_cache::IdentityCache::default(),
-        recorded: recorded::RecordedAssignments::default(),
+        ledger: ledger::Ledger::default(),
         grants: grant_store.clone(),
         targets: target_store.clone(),
         default_tenant: settings.default_tenant,

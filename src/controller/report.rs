@@ -1,18 +1,17 @@
 //! Writing what the reconcilers found back to the cluster: status (server-side apply, one
 //! field manager) and events (only when the Ready reason changes, so resyncs stay quiet).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-
+use super::cluster::Cluster;
 use crate::api::{ConditionType, Reason, Status, set_condition};
+use crate::backend::Holding;
 
 /// Field manager of every write dbgrant makes.
 pub const FIELD_MANAGER: &str = "dbgrant";
@@ -49,16 +48,12 @@ pub fn ready_of(conditions: &[Condition]) -> Option<(String, String)> {
 }
 
 /// Publish an event when Ready's status or reason changed from `before` to `after`.
-/// Failures to publish are logged, never fatal: events are a courtesy, status is the record.
-pub async fn event_on_transition<K>(
-    recorder: &Recorder,
-    object: &K,
+pub async fn event_on_transition(
+    cluster: &dyn Cluster,
+    object: ObjectReference,
     before: Option<(String, String)>,
     after: &[Condition],
-    action: &str,
-) where
-    K: Resource<DynamicType = ()>,
-{
+) {
     let Some(ready) = after
         .iter()
         .find(|c| c.type_ == ConditionType::Ready.as_str())
@@ -68,45 +63,18 @@ pub async fn event_on_transition<K>(
     if before.as_ref() == Some(&(ready.status.clone(), ready.reason.clone())) {
         return;
     }
-    let type_ = if ready.status == "False" {
-        EventType::Warning
-    } else {
-        EventType::Normal
-    };
-    let event = Event {
-        type_,
-        reason: ready.reason.clone(),
-        note: Some(truncate(&ready.message, 1000)),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::warn!(%error, reason = %ready.reason, "could not publish event");
-    }
+    cluster
+        .event(
+            object,
+            ready.status == "False",
+            &ready.reason,
+            ready.message.clone(),
+        )
+        .await;
 }
 
-/// Publish one event (for things that are not a Ready transition, such as drift).
-pub async fn event<K>(recorder: &Recorder, object: &K, warning: bool, reason: &str, note: String)
-where
-    K: Resource<DynamicType = ()>,
-{
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_string(),
-        note: Some(truncate(&note, 1000)),
-        action: reason.to_string(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::warn!(%error, reason, "could not publish event");
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
+/// `text`, cut to at most `max` bytes on a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -118,34 +86,103 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Say why a deletion is held by its finalizer: a Warning event, and `Ready=False
-/// CleanupFailed` with the same message in `status` (`conditions` picks them out of it).
-///
-/// # Errors
-/// The API server's error writing the status.
-pub async fn cleanup_failed<K, S>(
-    recorder: &Recorder,
-    api: &Api<K>,
-    object: &K,
-    mut status: S,
-    conditions: impl FnOnce(&mut S) -> &mut Vec<Condition>,
+/// CleanupFailed` with the same message in `conditions` (the caller writes the status).
+pub async fn cleanup_failed(
+    cluster: &dyn Cluster,
+    object: ObjectReference,
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
     message: &str,
-) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    S: Serialize,
-{
+) {
     let reason = Reason::CleanupFailed.as_str();
-    event(recorder, object, true, reason, message.to_string()).await;
+    cluster
+        .event(object, true, reason, message.to_string())
+        .await;
     set_condition(
-        conditions(&mut status),
+        conditions,
         ConditionType::Ready,
         Status::False,
         reason,
         message,
-        object.meta().generation,
+        generation,
         Time(Timestamp::now()),
     );
-    apply_status(api, &object.name_any(), &status).await
+}
+
+/// A write to a database's access, for the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessChange {
+    /// Access created (or confirmed after a lost record).
+    Granted,
+    /// Access removed.
+    Revoked,
+    /// Access left in place on deletion (`deletionPolicy: Retain`); dbgrant stops managing it.
+    Retained,
+    /// Access missing in the database was restored.
+    Restored,
+}
+
+impl AccessChange {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Granted => "AccessGranted",
+            Self::Revoked => "AccessRevoked",
+            Self::Retained => "AccessRetained",
+            Self::Restored => "AccessRestored",
+        }
+    }
+}
+
+/// Record a write to a database's access: one Event on the grant and one structured log line
+/// naming who asked (namespace/grant), the identity, the role and scope and the holding id.
+/// Never a token: nothing here has one.
+pub async fn audit(
+    cluster: &dyn Cluster,
+    grant: ObjectReference,
+    change: AccessChange,
+    holding: &Holding,
+    role: Option<&str>,
+) {
+    let who = format!(
+        "{}/{}",
+        grant.namespace.as_deref().unwrap_or_default(),
+        grant.name.as_deref().unwrap_or_default()
+    );
+    tracing::info!(
+        target: "dbgrant::audit",
+        change = change.as_str(),
+        grant = %who,
+        principal = %holding.principal_id,
+        role = role.unwrap_or(&holding.role_id),
+        role_id = %holding.role_id,
+        scope = %holding.scope,
+        holding = %holding.id,
+        "access changed"
+    );
+    let verb = match change {
+        AccessChange::Granted => "granted",
+        AccessChange::Revoked => "revoked",
+        AccessChange::Retained => "retained (no longer managed by dbgrant)",
+        AccessChange::Restored => "restored after it went missing",
+    };
+    let note = format!(
+        "{verb}: principal {} role {} at {} ({})",
+        holding.principal_id,
+        role.unwrap_or(&holding.role_id),
+        holding.scope,
+        holding.id
+    );
+    cluster.event(grant, false, change.as_str(), note).await;
+}
+
+/// The parts of a holding id alone (when only the id is recorded), for the audit trail.
+pub fn holding_from_id(id: &str) -> Holding {
+    Holding {
+        id: id.to_string(),
+        principal_id: String::new(),
+        role_id: String::new(),
+        scope: String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,12 @@
 //! ids: the assignment id is a UUIDv5 over (principal, role definition, scope), which makes a
 //! PUT idempotent and lets grants that want the same access share one assignment.
 
+mod backend;
+
 use azure_core::credentials::Secret;
 use uuid::Uuid;
+
+pub use backend::CosmosBackend;
 
 use super::{BackendError, ResolvedIdentity};
 use crate::api::{CosmosTarget, DatabaseAccessGrantSpec};
@@ -79,22 +83,60 @@ impl Scope {
 
 /// The GUID of the role definition behind `role` on `target`: a built-in, or the deterministic
 /// id of a custom role the target declares. `None` when the target declares no such role.
-pub fn role_definition_guid(target: &CosmosTarget, role: &str) -> Option<String> {
+pub fn role_definition_guid(
+    target_name: &str,
+    target: &CosmosTarget,
+    role: &str,
+) -> Option<String> {
     match role {
         "reader" => Some(BUILTIN_READER.to_string()),
         "contributor" => Some(BUILTIN_CONTRIBUTOR.to_string()),
-        custom if target.roles.contains_key(custom) => Some(custom_role_guid(target, custom)),
+        custom if target.roles.contains_key(custom) => {
+            Some(custom_role_guid(target_name, target, custom))
+        }
         _ => None,
     }
 }
 
-/// Deterministic GUID of a custom role definition: one per (account, role name).
-pub fn custom_role_guid(target: &CosmosTarget, role: &str) -> String {
+/// Deterministic GUID of a custom role definition: one per (account, target, role name). The
+/// target is part of it because a custom role is its target's own: two targets on one account
+/// declaring a role of the same name must not write over each other's definition.
+pub fn custom_role_guid(target_name: &str, target: &CosmosTarget, role: &str) -> String {
     let name = format!(
-        "sqlRoleDefinition|{}|{role}",
+        "sqlRoleDefinition|{}|{target_name}|{role}",
         target.account_resource_id.to_ascii_lowercase()
     );
     Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// Display name of a custom role definition owned by target `target_name` (unique per
+/// account, as Cosmos DB requires).
+pub fn owned_role_name(target_name: &str, role: &str) -> String {
+    format!("dbgrant/{target_name}/{role}")
+}
+
+/// Whether `assignment` is one dbgrant made: its GUID is the deterministic one of its own
+/// principal, role definition and scope. Nobody else names assignments in our UUIDv5
+/// namespace, so this needs no record of its own.
+pub fn made_by_dbgrant(assignment: &RoleAssignment) -> bool {
+    role_assignment_guid(
+        &assignment.principal_id,
+        &assignment.role_definition_id,
+        &assignment.scope,
+    )
+    .eq_ignore_ascii_case(&assignment.guid)
+}
+
+/// The account id and GUID of a role-assignment id, when it is one.
+pub fn parse_assignment_id(id: &str) -> Option<(&str, &str)> {
+    // ARM ids are case-insensitive; the ledger keeps them lower-cased.
+    const SEGMENT: &str = "/sqlroleassignments/";
+    let at = id.to_ascii_lowercase().rfind(SEGMENT)?;
+    let (account, guid) = (&id[..at], &id[at + SEGMENT.len()..]);
+    let account_ok = account
+        .to_ascii_lowercase()
+        .contains("/providers/microsoft.documentdb/databaseaccounts/");
+    (account_ok && Uuid::parse_str(guid).is_ok()).then_some((account, guid))
 }
 
 /// Full ARM id of a role definition of the account.
@@ -279,17 +321,22 @@ mod tests {
     fn built_in_and_declared_custom_roles_resolve_and_unknown_roles_do_not() {
         let t = target();
         assert_eq!(
-            role_definition_guid(&t, "reader").as_deref(),
+            role_definition_guid("t", &t, "reader").as_deref(),
             Some(BUILTIN_READER)
         );
         assert_eq!(
-            role_definition_guid(&t, "contributor").as_deref(),
+            role_definition_guid("t", &t, "contributor").as_deref(),
             Some(BUILTIN_CONTRIBUTOR)
         );
-        let custom = role_definition_guid(&t, "metadata-reader").expect("declared");
-        assert_eq!(custom, custom_role_guid(&t, "metadata-reader"));
+        let custom = role_definition_guid("t", &t, "metadata-reader").expect("declared");
+        assert_eq!(custom, custom_role_guid("t", &t, "metadata-reader"));
+        assert_ne!(
+            custom,
+            custom_role_guid("other", &t, "metadata-reader"),
+            "a custom role is its target's own"
+        );
         assert!(Uuid::parse_str(&custom).is_ok());
-        assert_eq!(role_definition_guid(&t, "writer"), None);
+        assert_eq!(role_definition_guid("t", &t, "writer"), None);
     }
 
     #[test]

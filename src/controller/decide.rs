@@ -1,0 +1,224 @@
+//! The grant reconciler's decisions, apart from any I/O: may the grant have access at all
+//! (the gate), which of the access it holds it must release, and when to look again. Every
+//! function here is pure and table-tested; the reconciler gathers their inputs and carries out
+//! their answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::grant_status::Step;
+use super::policy;
+use crate::api::{DatabaseAccessGrantSpec, DatabaseTargetSpec, Reason, Status};
+use crate::backend::{BackendError, Holding};
+
+/// When to look at the grant again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing will change until the user (or a watched object) does.
+    AwaitChange,
+    /// A transient failure: back off, at least as long as the server asked.
+    Backoff(Option<Duration>),
+    /// All good: the regular resync (or sooner, to refresh the token Secret).
+    Resync(Option<Duration>),
+    /// Another write on the same store is in flight: look again shortly.
+    Soon,
+}
+
+/// The target a grant names, as gathered.
+#[derive(Clone, Debug)]
+pub enum TargetView<'a> {
+    /// No DatabaseTarget of that name.
+    Missing,
+    /// The target is being deleted: it grants nothing any more.
+    Deleting,
+    /// The target, and whether it is Ready as of its current spec (`None`: not checked yet).
+    Present {
+        /// Its spec (guard rails and backend block).
+        spec: &'a DatabaseTargetSpec,
+        /// Its readiness.
+        ready: Option<bool>,
+    },
+}
+
+/// What the guard rails say about a grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// The grant may not have access now: everything it holds that nobody else asks for goes.
+    Refused(Step, Next),
+    /// The grant is allowed but the target cannot be used yet: what it holds stays, nothing
+    /// new is written.
+    Paused(Step, Next),
+    /// Go on: resolve the identity and hold the access.
+    Open,
+}
+
+/// Apply the guard rails in order: the target exists and stays, the namespace and role are
+/// allowed (checked even while the target is not Ready, so tightening a policy always
+/// revokes), the role is declared, and the target is Ready.
+pub fn gate(
+    spec: &DatabaseAccessGrantSpec,
+    namespace: &str,
+    namespace_labels: &BTreeMap<String, String>,
+    target: &TargetView<'_>,
+    role_declared: Result<(), BackendError>,
+) -> Gate {
+    let name = &spec.target;
+    let (target_spec, ready) = match target {
+        TargetView::Missing => {
+            return Gate::Refused(
+                Step::failed(
+                    Reason::TargetNotFound,
+                    format!("DatabaseTarget {name} does not exist"),
+                ),
+                Next::AwaitChange,
+            );
+        }
+        TargetView::Deleting => {
+            return Gate::Refused(
+                Step::failed(
+                    Reason::TargetNotFound,
+                    format!("DatabaseTarget {name} is being deleted"),
+                ),
+                Next::AwaitChange,
+            );
+        }
+        TargetView::Present { spec, ready } => (*spec, *ready),
+    };
+    if let Err(denial) = policy::check(target_spec, namespace, namespace_labels, &spec.role) {
+        return Gate::Refused(
+            Step::failed(Reason::PolicyDenied, denial.to_string()),
+            Next::AwaitChange,
+        );
+    }
+    if let Err(error) = role_declared {
+        return Gate::Refused(Step::failed(error.reason, error.message), Next::AwaitChange);
+    }
+    match ready {
+        Some(true) => Gate::Open,
+        Some(false) => Gate::Paused(
+            Step::failed(
+                Reason::TargetNotReady,
+                format!("DatabaseTarget {name} is not Ready; see its conditions"),
+            ),
+            Next::AwaitChange,
+        ),
+        // Not a failure (no Warning on a fresh install): the target's own check has not
+        // finished, and its status change brings the grant back.
+        None => Gate::Paused(
+            Step {
+                status: Status::Unknown,
+                reason: Reason::TargetNotReady,
+                message: format!("waiting for DatabaseTarget {name} to be checked"),
+            },
+            Next::AwaitChange,
+        ),
+    }
+}
+
+/// Another grant, as the ledger knows it when a grant decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Other {
+    /// What its last decision asked for: `None` when it has not decided in this process.
+    pub wants: Option<Option<String>>,
+    /// What it records holding.
+    pub held: BTreeSet<String>,
+}
+
+/// What becomes of the holdings a grant records, besides the one it asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Nobody asks for these any more: revoke them.
+    pub release: Vec<String>,
+    /// Another grant asks for and records these: drop our record, leave the access.
+    pub handed_on: Vec<String>,
+    /// Not decidable yet (our identity is unknown, or a sharer has not decided or not yet
+    /// recorded it): keep the record and look again.
+    pub pending: Vec<String>,
+}
+
+/// Decide the fate of each holding in `held` other than `want`. A holding is revoked only
+/// when no other grant asks for it or might (one not decided since the operator started
+/// counts as asking for what it records).
+pub fn settle(
+    held: &BTreeSet<String>,
+    want: Option<&Holding>,
+    identity_known: bool,
+    others: &[Other],
+) -> Settlement {
+    let mut settlement = Settlement::default();
+    for id in held {
+        if want.is_some_and(|w| &w.id == id) {
+            continue;
+        }
+        if !identity_known {
+            settlement.pending.push(id.clone());
+            continue;
+        }
+        let asked = |o: &&Other| match &o.wants {
+            Some(Some(wanted)) => wanted == id,
+            Some(None) => false,
+            None => o.held.contains(id),
+        };
+        match others.iter().find(asked) {
+            None => settlement.release.push(id.clone()),
+            Some(other) if other.wants.is_some() && other.held.contains(id) => {
+                settlement.handed_on.push(id.clone());
+            }
+            Some(_) => settlement.pending.push(id.clone()),
+        }
+    }
+    settlement
+}
+
+/// How soon a grant whose identity is set up wrongly in Azure looks again: the fix (a
+/// federated credential, a corrected identity) happens where no watch can see it.
+pub const AZURE_SETUP_RECHECK: Duration = Duration::from_secs(30);
+
+/// When to look again after a backend failure.
+pub fn next_for(error: &BackendError) -> Next {
+    if error.reason.fixed_in_azure() {
+        // Slowly, with the usual doubling above the floor (one token exchange per look).
+        Next::Backoff(Some(
+            error
+                .retry_after
+                .unwrap_or_default()
+                .max(AZURE_SETUP_RECHECK),
+        ))
+    } else if error.reason.needs_user_action() {
+        Next::AwaitChange
+    } else {
+        Next::Backoff(error.retry_after)
+    }
+}
+
+/// Whether an identity failure means the ServiceAccount maps to no identity we can prove (the
+/// grant then asks for nothing, and what it held goes), rather than a passing failure (what
+/// it holds stays until the identity is known again).
+pub fn identity_gone(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::ServiceAccountNotFound
+            | Reason::IdentityAnnotationMissing
+            | Reason::IdentityNotFederated
+            | Reason::UnknownClientId
+    )
+}
+
+/// The sooner of two looks.
+pub fn sooner(a: Next, b: Next) -> Next {
+    use Next::{AwaitChange, Backoff, Resync, Soon};
+    match (a, b) {
+        (Soon, _) | (_, Soon) => Soon,
+        (Backoff(x), Backoff(y)) => Backoff(match (x, y) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            _ => None,
+        }),
+        (Backoff(x), _) | (_, Backoff(x)) => Backoff(x),
+        (Resync(x), Resync(y)) => Resync(match (x, y) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }),
+        (Resync(x), AwaitChange) | (AwaitChange, Resync(x)) => Resync(x),
+        (AwaitChange, AwaitChange) => AwaitChange,
+    }
+}

@@ -1,0 +1,133 @@
+//! The ledger: what each grant holds in the databases and what it currently asks for. Owned
+//! by the grant reconciler (the only writer); the target reconciler reads it for drift repair
+//! and deletion. Assumes one active replica (leader election makes it so).
+//!
+//! `held` is the in-process copy of `status.held`, seeded from the status the first time a
+//! grant is seen after a start and authoritative from then on (the watch cache can lag the
+//! status this process wrote, and a status edited by someone else must not steer revocations).
+//! `wants` is what the grant's last decision asked for. Deciding what to release happens
+//! under the ledger's one lock, together with recording the new `wants`, so grants sharing a
+//! holding and changing at the same moment see each other's latest answer: at least one of
+//! them finds nobody else asking and revokes it.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+
+use kube::core::DynamicObject;
+use kube::runtime::reflector::ObjectRef;
+
+use super::decide::{Other, Settlement, settle};
+use crate::backend::Holding;
+
+/// A grant, as the ledger knows it.
+pub type GrantKey = ObjectRef<DynamicObject>;
+
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    held: BTreeSet<String>,
+    /// `None`: not decided in this process yet; `Some(None)`: asks for nothing.
+    wants: Option<Option<Holding>>,
+    /// The holding last granted, and for which generation of the grant.
+    granted: Option<(String, Option<i64>)>,
+}
+
+/// Per-grant records; see the module documentation.
+#[derive(Default)]
+pub struct Ledger(Mutex<HashMap<GrantKey, Entry>>);
+
+impl Ledger {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<GrantKey, Entry>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What `key` holds, seeding it from `recorded` (its status) when first seen.
+    pub fn held(&self, key: &GrantKey, recorded: &[String]) -> BTreeSet<String> {
+        self.map()
+            .entry(key.clone())
+            .or_insert_with(|| Entry {
+                held: recorded.iter().map(|id| id.to_ascii_lowercase()).collect(),
+                ..Entry::default()
+            })
+            .held
+            .clone()
+    }
+
+    /// Replace what `key` holds (after it was written to the status, or before a write).
+    pub fn set_held(&self, key: &GrantKey, held: BTreeSet<String>) {
+        self.map().entry(key.clone()).or_default().held = held;
+    }
+
+    /// Record that `key` now asks for `wants` and decide, atomically with every other grant's
+    /// decision, which of its `held` records it releases.
+    pub fn decide(
+        &self,
+        key: &GrantKey,
+        held: &BTreeSet<String>,
+        wants: Option<Holding>,
+        identity_known: bool,
+    ) -> Settlement {
+        let mut map = self.map();
+        let entry = map.entry(key.clone()).or_default();
+        entry.wants = Some(wants.clone());
+        let others: Vec<Other> = map
+            .iter()
+            .filter(|(other, _)| *other != key)
+            .map(|(_, e)| Other {
+                wants: e.wants.as_ref().map(|w| w.as_ref().map(|h| h.id.clone())),
+                held: e.held.clone(),
+            })
+            .collect();
+        settle(held, wants.as_ref(), identity_known, &others)
+    }
+
+    /// Whether `key` was granted `holding` for `generation` in this process.
+    pub fn granted(&self, key: &GrantKey, holding: &str, generation: Option<i64>) -> bool {
+        self.map().get(key).is_some_and(|e| {
+            e.granted
+                .as_ref()
+                .is_some_and(|(id, g)| id == holding && *g == generation)
+        })
+    }
+
+    /// Remember that `holding` was granted for `generation` of `key`.
+    pub fn set_granted(&self, key: &GrantKey, holding: Option<(String, Option<i64>)>) {
+        self.map().entry(key.clone()).or_default().granted = holding;
+    }
+
+    /// Every holding an allowed grant currently asks for, with one grant asking for it.
+    pub fn wanted(&self) -> Vec<(GrantKey, Holding)> {
+        let map = self.map();
+        let mut seen = BTreeSet::new();
+        let mut wanted = Vec::new();
+        for (key, entry) in map.iter() {
+            if let Some(Some(holding)) = &entry.wants
+                && entry.held.contains(&holding.id)
+                && seen.insert(holding.id.clone())
+            {
+                wanted.push((key.clone(), holding.clone()));
+            }
+        }
+        wanted
+    }
+
+    /// Every holding id some grant records, with the grants recording it.
+    pub fn recorded(&self) -> Vec<(GrantKey, String)> {
+        self.map()
+            .iter()
+            .flat_map(|(key, e)| e.held.iter().map(move |id| (key.clone(), id.clone())))
+            .collect()
+    }
+
+    /// Forget every grant not in `live` (gone without a cleanup of ours, e.g. a finalizer
+    /// removed by hand): they ask for nothing.
+    pub fn prune(&self, live: &HashSet<GrantKey>) {
+        self.map().retain(|key, _| live.contains(key));
+    }
+
+    /// Forget a grant that is gone.
+    pub fn forget(&self, key: &GrantKey) {
+        self.map().remove(key);
+    }
+}

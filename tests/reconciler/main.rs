@@ -1,0 +1,625 @@
+//! The reconciler tier: both reconcilers, wired as in production, against in-memory fakes of
+//! Kubernetes and Azure, on tokio's paused clock. One test per branch and per guarantee; none
+//! sleeps on the wall clock.
+//!
+//! The guarantees: access exists only while an allowed grant asks for it (whatever changes,
+//! and however many grants change at once); every access dbgrant makes is recorded before it
+//! is made; dbgrant never acts on ids it did not write or on access it did not make; a
+//! target's custom roles are its own; deleting a target ends its grants' access.
+
+mod fakes;
+mod rig;
+
+use dbgrant::backend::cosmos::{BUILTIN_CONTRIBUTOR, BUILTIN_READER, RoleAssignment};
+use fakes::Fault;
+use rig::{Rig, account_id};
+use serde_json::json;
+
+const ALICE_CLIENT: &str = "11111111-1111-1111-1111-111111111111";
+const ALICE: &str = "aaaaaaaa-0000-0000-0000-000000000001";
+const BOB_CLIENT: &str = "22222222-2222-2222-2222-222222222222";
+const BOB: &str = "bbbbbbbb-0000-0000-0000-000000000002";
+
+/// A shop namespace with one workload, a target allowing it, and its reader grant.
+async fn shop() -> Rig {
+    let rig = Rig::new();
+    rig.namespace("shop", &[("team", "shop")]);
+    rig.workload("shop", "api", ALICE_CLIENT, ALICE);
+    rig.cosmos_target("db", "acct", "shop", &["reader", "contributor"]);
+    rig.reconcile_target("db").await;
+    rig.put_grant(
+        "shop",
+        "reader",
+        json!({"serviceAccountName": "api", "target": "db", "role": "reader"}),
+    );
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("True".into(), "Ready".into()))
+    );
+    rig
+}
+
+fn reader_access() -> Vec<(String, String, String)> {
+    vec![(ALICE.into(), BUILTIN_READER.into(), String::new())]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_goes_ready_with_one_recorded_assignment() {
+    let rig = shop().await;
+    assert_eq!(rig.access_on("acct"), reader_access());
+    let status = rig.grant("shop", "reader").status.unwrap();
+    assert_eq!(status.held.len(), 1, "the assignment is recorded");
+    assert_eq!(
+        status.role_assignment_id.as_deref(),
+        Some(status.held[0].as_str())
+    );
+    assert_eq!(
+        rig.cluster.events_with("AccessGranted").len(),
+        1,
+        "audited once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retargeting_a_grant_to_a_missing_target_revokes_its_access() {
+    let rig = shop().await;
+    let mut spec = rig.grant_spec("shop", "reader");
+    spec["target"] = json!("no-such-target");
+    rig.put_grant("shop", "reader", spec);
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("False".into(), "TargetNotFound".into()))
+    );
+    assert!(
+        rig.access_on("acct").is_empty(),
+        "the old access is revoked"
+    );
+    assert!(rig.grant("shop", "reader").status.unwrap().held.is_empty());
+    assert_eq!(rig.cluster.events_with("AccessRevoked").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tightening_allowed_roles_revokes_even_while_the_target_is_not_ready() {
+    let rig = shop().await;
+    // The account disappears: the target goes not Ready...
+    rig.cosmos
+        .accounts
+        .lock()
+        .unwrap()
+        .remove(&account_id("acct").to_ascii_lowercase());
+    rig.reconcile_target("db").await;
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("False".into(), "TargetNotReady".into()))
+    );
+    // ...and comes back while the platform team removes the role.
+    rig.cosmos.add_account(&account_id("acct"));
+    rig.cosmos
+        .add_assignment(&account_id("acct"), rig_assignment(&rig));
+    let mut spec = rig.target_spec("db");
+    spec["allowedRoles"] = json!(["contributor"]);
+    rig.put_target("db", spec);
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("False".into(), "PolicyDenied".into()))
+    );
+    assert!(rig.access_on("acct").is_empty());
+}
+
+/// The assignment the shop's reader grant made, rebuilt from its record.
+fn rig_assignment(rig: &Rig) -> RoleAssignment {
+    let id = rig.grant("shop", "reader").status.unwrap().held[0].clone();
+    let guid = id.rsplit('/').next().unwrap().to_string();
+    RoleAssignment {
+        guid,
+        role_definition_id: format!("{}/sqlRoleDefinitions/{BUILTIN_READER}", account_id("acct")),
+        scope: account_id("acct"),
+        principal_id: ALICE.into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_change_while_the_target_is_not_ready_still_revokes() {
+    let rig = shop().await;
+    // The target fails its check (Azure refuses), and stays failing.
+    rig.cosmos
+        .accounts
+        .lock()
+        .unwrap()
+        .get_mut(&account_id("acct").to_ascii_lowercase())
+        .unwrap();
+    let mut spec = rig.target_spec("db");
+    spec["allowedNamespaces"] = json!({"matchLabels": {"team": "billing"}});
+    rig.put_target("db", spec);
+    // The grant reconciles before the target's new generation was checked.
+    rig.reconcile("shop", "reader").await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("False".into(), "PolicyDenied".into()))
+    );
+    assert!(rig.access_on("acct").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_role_the_target_no_longer_declares_is_revoked() {
+    let rig = Rig::new();
+    rig.namespace("shop", &[("team", "shop")]);
+    rig.workload("shop", "api", ALICE_CLIENT, ALICE);
+    rig.cosmos.add_account(&account_id("acct"));
+    rig.put_target(
+        "db",
+        json!({
+            "cosmos": {"accountResourceId": account_id("acct"), "roles": {"meta": {"dataActions": ["Microsoft.DocumentDB/databaseAccounts/readMetadata"]}}},
+            "allowedNamespaces": {"matchLabels": {"team": "shop"}},
+            "allowedRoles": ["meta"],
+        }),
+    );
+    rig.reconcile_target("db").await;
+    rig.put_grant(
+        "shop",
+        "meta",
+        json!({"serviceAccountName": "api", "target": "db", "role": "meta"}),
+    );
+    rig.settle().await;
+    assert_eq!(rig.access_on("acct").len(), 1);
+    // A hand-edited target (the CRD's rule normally refuses this) drops the role but still
+    // allows it.
+    rig.put_target(
+        "db",
+        json!({
+            "cosmos": {"accountResourceId": account_id("acct")},
+            "allowedNamespaces": {"matchLabels": {"team": "shop"}},
+            "allowedRoles": ["meta"],
+        }),
+    );
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "meta"),
+        Some(("False".into(), "InvalidSpec".into()))
+    );
+    assert!(rig.access_on("acct").is_empty());
+    // Nobody holds the dropped custom role now: its definition goes too.
+    assert!(
+        rig.cosmos
+            .definitions(&account_id("acct"))
+            .iter()
+            .all(|d| d.built_in)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_namespace_label_change_revokes() {
+    let rig = shop().await;
+    rig.namespace("shop", &[("team", "elsewhere")]);
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("False".into(), "PolicyDenied".into()))
+    );
+    assert!(rig.access_on("acct").is_empty());
+}
+
+/// Two grants in two namespaces sharing one assignment (same identity, role and scope).
+async fn two_sharers() -> Rig {
+    let rig = Rig::new();
+    for ns in ["shop", "shop-canary"] {
+        rig.namespace(ns, &[("team", "shop")]);
+        rig.workload(ns, "api", ALICE_CLIENT, ALICE);
+    }
+    rig.cosmos_target("db", "acct", "shop", &["reader"]);
+    rig.reconcile_target("db").await;
+    for ns in ["shop", "shop-canary"] {
+        rig.put_grant(
+            ns,
+            "reader",
+            json!({"serviceAccountName": "api", "target": "db", "role": "reader"}),
+        );
+    }
+    rig.settle().await;
+    assert_eq!(
+        rig.access_on("acct"),
+        reader_access(),
+        "one shared assignment"
+    );
+    rig
+}
+
+#[tokio::test(start_paused = true)]
+async fn sharers_refused_at_once_do_not_leak_the_shared_assignment() {
+    for first in ["shop", "shop-canary"] {
+        let rig = two_sharers().await;
+        let mut spec = rig.target_spec("db");
+        spec["allowedNamespaces"] = json!({"matchLabels": {"team": "nobody"}});
+        rig.put_target("db", spec);
+        // Both refused before either has written anything: each sees the other's last answer.
+        let second = if first == "shop" {
+            "shop-canary"
+        } else {
+            "shop"
+        };
+        rig.reconcile(first, "reader").await;
+        rig.reconcile(second, "reader").await;
+        rig.settle().await;
+        assert!(rig.access_on("acct").is_empty(), "revoked ({first} first)");
+        for ns in ["shop", "shop-canary"] {
+            assert!(rig.grant(ns, "reader").status.unwrap().held.is_empty());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_assignment_stays_while_one_allowed_grant_asks_for_it() {
+    let rig = two_sharers().await;
+    rig.namespace("shop-canary", &[("team", "other")]);
+    rig.settle().await;
+    assert_eq!(rig.access_on("acct"), reader_access());
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("True".into(), "Ready".into()))
+    );
+    // And goes with the last one.
+    rig.delete_grant("shop", "reader");
+    rig.settle().await;
+    assert!(!rig.grant_exists("shop", "reader"));
+    assert!(rig.access_on("acct").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn sharers_deleted_together_revoke_the_shared_assignment() {
+    let rig = two_sharers().await;
+    rig.delete_grant("shop", "reader");
+    rig.delete_grant("shop-canary", "reader");
+    rig.settle().await;
+    assert!(!rig.grant_exists("shop", "reader"));
+    assert!(!rig.grant_exists("shop-canary", "reader"));
+    assert!(rig.access_on("acct").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_assignment_created_but_not_acknowledged_is_recorded_and_revoked_on_deletion() {
+    let rig = Rig::new();
+    rig.namespace("shop", &[("team", "shop")]);
+    rig.workload("shop", "api", ALICE_CLIENT, ALICE);
+    rig.cosmos_target("db", "acct", "shop", &["reader"]);
+    rig.reconcile_target("db").await;
+    rig.put_grant(
+        "shop",
+        "reader",
+        json!({"serviceAccountName": "api", "target": "db", "role": "reader"}),
+    );
+    *rig.cosmos.put_fault.lock().unwrap() = Some(Fault::PutLostAfterCreate);
+    rig.reconcile("shop", "reader").await;
+    assert_eq!(rig.access_on("acct").len(), 1, "Azure made it");
+    assert_eq!(
+        rig.condition("shop", "reader", "AccessGranted"),
+        Some(("False".into(), "AzureUnavailable".into()))
+    );
+    assert_eq!(
+        rig.grant("shop", "reader").status.unwrap().held.len(),
+        1,
+        "recorded before the write"
+    );
+    // Deleted (and the operator restarted) before any good pass.
+    rig.delete_grant("shop", "reader");
+    let rig = rig.restart();
+    rig.settle().await;
+    assert!(!rig.grant_exists("shop", "reader"));
+    assert!(rig.access_on("acct").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replacement_whose_old_removal_fails_keeps_both_recorded_until_it_succeeds() {
+    let rig = shop().await;
+    let mut spec = rig.grant_spec("shop", "reader");
+    spec["role"] = json!("contributor");
+    rig.put_grant("shop", "reader", spec);
+    *rig.cosmos.delete_fault.lock().unwrap() = Some(Fault::Fail(
+        dbgrant::backend::BackendError::new(dbgrant::api::Reason::AccountBusy, "HTTP 412"),
+    ));
+    rig.reconcile("shop", "reader").await;
+    assert_eq!(rig.access_on("acct").len(), 2);
+    assert_eq!(rig.grant("shop", "reader").status.unwrap().held.len(), 2);
+    assert_eq!(
+        rig.condition("shop", "reader", "AccessGranted"),
+        Some(("False".into(), "Replacing".into()))
+    );
+    // Deleted before the next good pass: both go.
+    rig.delete_grant("shop", "reader");
+    rig.settle().await;
+    assert!(rig.access_on("acct").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_role_change_replaces_the_assignment_without_a_gap_or_a_leak() {
+    let rig = shop().await;
+    let mut spec = rig.grant_spec("shop", "reader");
+    spec["role"] = json!("contributor");
+    rig.put_grant("shop", "reader", spec);
+    rig.settle().await;
+    assert_eq!(
+        rig.access_on("acct"),
+        vec![(ALICE.into(), BUILTIN_CONTRIBUTOR.into(), String::new())]
+    );
+    let writes = rig.cosmos.writes.lock().unwrap().clone();
+    let put = writes
+        .iter()
+        .rposition(|w| w.starts_with("PUT assignment"))
+        .unwrap();
+    let delete = writes
+        .iter()
+        .rposition(|w| w.starts_with("DELETE assignment"))
+        .unwrap();
+    assert!(
+        put < delete,
+        "the new access exists before the old goes: {writes:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_identity_replaces_the_old_principals_access() {
+    let rig = shop().await;
+    rig.reannotate("shop", "api", BOB_CLIENT, BOB);
+    rig.settle().await;
+    assert_eq!(
+        rig.access_on("acct"),
+        vec![(BOB.into(), BUILTIN_READER.into(), String::new())]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_service_account_ends_access() {
+    let rig = shop().await;
+    rig.cluster.service_accounts.lock().unwrap().clear();
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("False".into(), "ServiceAccountNotFound".into()))
+    );
+    assert!(rig.access_on("acct").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_status_never_steers_a_revocation() {
+    let rig = shop().await;
+    // Someone else's access on the same account (not made by dbgrant).
+    let foreign = RoleAssignment {
+        guid: "99999999-9999-4999-8999-999999999999".into(),
+        role_definition_id: format!("{}/sqlRoleDefinitions/{BUILTIN_READER}", account_id("acct")),
+        scope: account_id("acct"),
+        principal_id: BOB.into(),
+    };
+    rig.cosmos
+        .add_assignment(&account_id("acct"), foreign.clone());
+    // A second team's grant through the same account.
+    rig.namespace("billing", &[("team", "shop")]);
+    rig.workload("billing", "api", BOB_CLIENT, BOB);
+    rig.put_grant(
+        "billing",
+        "writer",
+        json!({"serviceAccountName": "api", "target": "db", "role": "contributor"}),
+    );
+    rig.settle().await;
+    let billing = rig.grant("billing", "writer").status.unwrap().held[0].clone();
+    // The shop team writes both ids into its own grant's status, then gets refused.
+    let foreign_id =
+        format!("{}/sqlRoleAssignments/{}", account_id("acct"), foreign.guid).to_ascii_lowercase();
+    let rig = rig.restart();
+    rig.tamper_status("shop", "reader", |s| {
+        s.held.push(foreign_id.clone());
+        s.held.push(billing.clone());
+    });
+    rig.namespace("shop", &[("team", "none")]);
+    rig.settle().await;
+    let left: Vec<String> = rig
+        .access_on("acct")
+        .into_iter()
+        .map(|(p, r, _)| format!("{p}/{r}"))
+        .collect();
+    assert!(
+        left.contains(&format!("{BOB}/{BUILTIN_READER}")),
+        "foreign access untouched: {left:?}"
+    );
+    assert!(
+        left.contains(&format!("{BOB}/{BUILTIN_CONTRIBUTOR}")),
+        "another grant's access untouched: {left:?}"
+    );
+    assert!(
+        !left.contains(&format!("{ALICE}/{BUILTIN_READER}")),
+        "the refused grant's own access goes"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn drift_repair_restores_only_what_the_ledger_stands_by() {
+    let rig = shop().await;
+    let guid = rig_assignment(&rig).guid;
+    rig.cosmos.remove_assignment(&account_id("acct"), &guid);
+    rig.reconcile_target("db").await;
+    assert_eq!(rig.access_on("acct"), reader_access(), "restored");
+    assert_eq!(rig.cluster.events_with("AccessRestored").len(), 1);
+    // A status claiming access the grant does not ask for restores nothing.
+    rig.tamper_status("shop", "reader", |s| {
+        s.principal_id = Some(BOB.into());
+    });
+    rig.cosmos.remove_assignment(&account_id("acct"), &guid);
+    let rig = rig.restart();
+    rig.reconcile_target("db").await;
+    assert!(
+        rig.access_on("acct").is_empty(),
+        "nothing decided yet in this process"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_with_nothing_changed_writes_nothing() {
+    let rig = shop().await;
+    let (writes, statuses, tokens) = (
+        rig.cosmos.write_count(),
+        *rig.cluster.status_writes.lock().unwrap(),
+        *rig.cluster.tokens_minted.lock().unwrap(),
+    );
+    let rig = rig.restart();
+    rig.settle().await;
+    assert_eq!(rig.cosmos.write_count(), writes, "no Azure write");
+    assert_eq!(
+        *rig.cluster.status_writes.lock().unwrap(),
+        statuses,
+        "no status write"
+    );
+    assert_eq!(
+        *rig.cluster.tokens_minted.lock().unwrap(),
+        tokens + 1,
+        "one identity look-up"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_a_target_revokes_its_grants_access_except_retained_and_then_goes() {
+    let rig = shop().await;
+    rig.namespace("keep", &[("team", "shop")]);
+    rig.workload("keep", "api", BOB_CLIENT, BOB);
+    rig.put_grant(
+        "keep",
+        "kept",
+        json!({"serviceAccountName": "api", "target": "db", "role": "contributor", "deletionPolicy": "Retain"}),
+    );
+    rig.settle().await;
+    assert_eq!(rig.access_on("acct").len(), 2);
+    rig.delete_target("db");
+    rig.settle().await;
+    assert!(rig.target("db").is_none(), "the target's finalizer let go");
+    assert_eq!(
+        rig.access_on("acct"),
+        vec![(BOB.into(), BUILTIN_CONTRIBUTOR.into(), String::new())],
+        "only the retained access stays"
+    );
+    assert_eq!(rig.cluster.events_with("AccessRetained").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retained_custom_role_assignment_does_not_block_the_targets_deletion() {
+    let rig = Rig::new();
+    rig.namespace("shop", &[("team", "shop")]);
+    rig.workload("shop", "api", ALICE_CLIENT, ALICE);
+    rig.cosmos.add_account(&account_id("acct"));
+    rig.put_target(
+        "db",
+        json!({
+            "cosmos": {"accountResourceId": account_id("acct"), "roles": {"meta": {"dataActions": ["Microsoft.DocumentDB/databaseAccounts/readMetadata"]}}},
+            "allowedNamespaces": {"matchLabels": {"team": "shop"}},
+            "allowedRoles": ["meta"],
+        }),
+    );
+    rig.reconcile_target("db").await;
+    rig.put_grant(
+        "shop",
+        "meta",
+        json!({"serviceAccountName": "api", "target": "db", "role": "meta", "deletionPolicy": "Retain"}),
+    );
+    rig.settle().await;
+    rig.delete_grant("shop", "meta");
+    rig.settle().await;
+    assert!(!rig.grant_exists("shop", "meta"));
+    rig.delete_target("db");
+    rig.settle().await;
+    assert!(rig.target("db").is_none());
+    assert_eq!(
+        rig.access_on("acct").len(),
+        1,
+        "the retained assignment stays"
+    );
+    assert_eq!(
+        rig.cosmos
+            .definitions(&account_id("acct"))
+            .iter()
+            .filter(|d| !d.built_in)
+            .count(),
+        1,
+        "and so does the custom role it uses"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_roles_of_the_same_name_on_one_account_stay_each_targets_own() {
+    let rig = Rig::new();
+    rig.cosmos.add_account(&account_id("acct"));
+    for (target, action) in [
+        ("a", "readMetadata"),
+        ("b", "sqlDatabases/containers/items/*"),
+    ] {
+        rig.put_target(
+            target,
+            json!({
+                "cosmos": {"accountResourceId": account_id("acct"), "roles": {"app": {"dataActions": [format!("Microsoft.DocumentDB/databaseAccounts/{action}")]}}},
+                "allowedNamespaces": {},
+                "allowedRoles": ["app"],
+            }),
+        );
+    }
+    for _ in 0..3 {
+        rig.reconcile_target("a").await;
+        rig.reconcile_target("b").await;
+    }
+    let custom: Vec<_> = rig
+        .cosmos
+        .definitions(&account_id("acct"))
+        .into_iter()
+        .filter(|d| !d.built_in)
+        .collect();
+    assert_eq!(custom.len(), 2, "one definition per target");
+    assert_ne!(custom[0].data_actions, custom[1].data_actions);
+    let puts = rig
+        .cosmos
+        .writes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.starts_with("PUT definition"))
+        .count();
+    assert_eq!(puts, 2, "no resync rewrites the other's definition");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deletion_with_retain_keeps_the_access_and_stops_managing_it() {
+    let rig = shop().await;
+    let mut spec = rig.grant_spec("shop", "reader");
+    spec["deletionPolicy"] = json!("Retain");
+    rig.put_grant("shop", "reader", spec);
+    rig.settle().await;
+    rig.delete_grant("shop", "reader");
+    rig.settle().await;
+    assert!(!rig.grant_exists("shop", "reader"));
+    assert_eq!(rig.access_on("acct"), reader_access());
+    // A later grant for the same access, then deleted with Delete, takes it (it is dbgrant's).
+    rig.put_grant(
+        "shop",
+        "again",
+        json!({"serviceAccountName": "api", "target": "db", "role": "reader"}),
+    );
+    rig.settle().await;
+    rig.delete_grant("shop", "again");
+    rig.settle().await;
+    assert!(rig.access_on("acct").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_store_defers_without_writing_a_status() {
+    let rig = shop().await;
+    let statuses = *rig.cluster.status_writes.lock().unwrap();
+    let guard = rig.ctx.account_locks.try_lock(&account_id("acct")).unwrap();
+    let mut spec = rig.grant_spec("shop", "reader");
+    spec["role"] = json!("contributor");
+    rig.put_grant("shop", "reader", spec);
+    rig.reconcile("shop", "reader").await;
+    assert_eq!(*rig.cluster.status_writes.lock().unwrap(), statuses);
+    drop(guard);
+    rig.settle().await;
+    assert_eq!(
+        rig.access_on("acct"),
+        vec![(ALICE.into(), BUILTIN_CONTRIBUTOR.into(), String::new())]
+    );
+}
