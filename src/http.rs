@@ -1,7 +1,9 @@
 //! The operator's HTTP endpoints: `/livez`, `/readyz` and `/metrics`.
 //!
 //! Liveness never depends on reconciles happening (an idle operator is healthy); readiness
-//! means every controller's cache has synced.
+//! means every controller's cache has synced. With leader election, `/readyz` says `leader` or
+//! `standby`: a standby is ready too (200), since it serves metrics and is one Lease renewal
+//! away from leading; only a leader whose caches have not synced yet is not ready.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::leader::{Leadership, Role};
 use crate::telemetry::Metrics;
 
 /// What the HTTP handlers read.
@@ -21,6 +24,8 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// Set once the controllers' caches have synced.
     pub ready: Arc<AtomicBool>,
+    /// This replica's role in leader election.
+    pub leadership: Leadership,
 }
 
 /// The router, as a value so tests can drive it without a socket.
@@ -33,10 +38,16 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    let synced = state.ready.load(Ordering::Acquire);
+    match (state.leadership.role(), synced) {
+        (Role::Alone, true) => (StatusCode::OK, "ok"),
+        (Role::Leader, true) => (StatusCode::OK, "leader"),
+        (Role::Standby, _) => (StatusCode::OK, "standby"),
+        (Role::Alone, false) => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet"),
+        (Role::Leader, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leader; caches not synced yet",
+        ),
     }
 }
 
@@ -77,6 +88,7 @@ mod tests {
         let app = router(HttpState {
             metrics,
             ready: ready.clone(),
+            leadership: Leadership::alone(),
         });
         assert_eq!(status_of(app.clone(), "/livez").await.0, StatusCode::OK);
         assert_eq!(
@@ -90,6 +102,31 @@ mod tests {
         assert!(
             body.contains(r#"dbgrant_reconciles_total{controller="grant",result="ok"} 1"#),
             "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn readiness_names_the_leader_and_keeps_a_standby_ready() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let leadership = Leadership::standby();
+        let app = router(HttpState {
+            metrics: Metrics::new(),
+            ready: ready.clone(),
+            leadership: leadership.clone(),
+        });
+        assert_eq!(
+            status_of(app.clone(), "/readyz").await,
+            (StatusCode::OK, "standby".to_string())
+        );
+        leadership.set(Role::Leader);
+        assert_eq!(
+            status_of(app.clone(), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        ready.store(true, Ordering::Release);
+        assert_eq!(
+            status_of(app, "/readyz").await,
+            (StatusCode::OK, "leader".to_string())
         );
     }
 }

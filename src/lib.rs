@@ -2,7 +2,8 @@
 //!
 //! `api` holds the custom resource types (no I/O); `controller` the reconcilers; `error` the one
 //! error type whose variants become condition reasons; `http` the probe and metrics endpoints;
-//! `telemetry` logging and metrics; `settings` every flag the binary takes; `run` wires them.
+//! `telemetry` logging and metrics; `settings` every flag the binary takes; `leader` leader
+//! election; `run` wires them.
 
 pub mod api;
 pub mod azure;
@@ -10,6 +11,7 @@ pub mod backend;
 pub mod controller;
 pub mod error;
 pub mod http;
+pub mod leader;
 mod run;
 pub mod settings;
 pub mod telemetry;

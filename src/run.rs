@@ -9,14 +9,16 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::cosmos::CosmosAccess;
 use crate::controller::{self, ControllerSettings};
 use crate::http::{self, HttpState};
+use crate::leader::{self, ElectionSettings, Leadership};
 use crate::settings::RunArgs;
 use crate::telemetry::Metrics;
 
-/// Run the operator until `shutdown` fires; then drain in-flight reconciles and return.
+/// Run the operator until `shutdown` fires; then drain in-flight reconciles and return. With
+/// `--leader-election`, the controllers run only while this replica holds the Lease.
 ///
 /// # Errors
-/// Fails when the Kubernetes client cannot be configured, the HTTP address cannot be bound, or
-/// the CRDs are not installed.
+/// Fails when the Kubernetes client cannot be configured, the HTTP address cannot be bound,
+/// leader election lacks its namespace, or the CRDs are not installed.
 pub async fn run(
     args: RunArgs,
     cosmos: Arc<dyn CosmosAccess>,
@@ -25,6 +27,11 @@ pub async fn run(
     let client = kube_client(&args).await?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let election = election_settings(&args)?;
+    let leadership = match election {
+        Some(_) => Leadership::standby(),
+        None => Leadership::alone(),
+    };
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -33,6 +40,7 @@ pub async fn run(
     let app = http::router(HttpState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        leadership: leadership.clone(),
     });
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -47,7 +55,24 @@ pub async fn run(
         default_tenant: args.azure_tenant_id.clone(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let result = controller::run(client, cosmos, settings, metrics, ready, shutdown.clone()).await;
+    let result = match election {
+        None => controller::run(client, cosmos, settings, metrics, ready, shutdown.clone()).await,
+        Some(election) => {
+            let lead = |term| {
+                // A new term syncs its caches afresh.
+                ready.store(false, std::sync::atomic::Ordering::Release);
+                controller::run(
+                    client.clone(),
+                    cosmos.clone(),
+                    settings.clone(),
+                    metrics.clone(),
+                    ready.clone(),
+                    term,
+                )
+            };
+            leader::run_elected(client.clone(), election, leadership, shutdown.clone(), lead).await
+        }
+    };
     // Whatever ended the controllers, stop serving too.
     shutdown.cancel();
     match server.await {
@@ -56,6 +81,27 @@ pub async fn run(
         Err(error) => tracing::warn!(%error, "HTTP server task failed"),
     }
     result
+}
+
+/// Leader election's settings, or `None` when it is off.
+fn election_settings(args: &RunArgs) -> anyhow::Result<Option<ElectionSettings>> {
+    if !args.leader_election {
+        return Ok(None);
+    }
+    let namespace = args.lease_namespace.clone().context(
+        "--leader-election needs the Lease's namespace: set POD_NAMESPACE (the chart does) or --lease-namespace",
+    )?;
+    let identity = args.leader_identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "dbgrant".into());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}", &suffix[..8])
+    });
+    Ok(Some(ElectionSettings {
+        lease_name: args.lease_name.clone(),
+        namespace,
+        identity,
+        lease_duration: args.lease_duration,
+    }))
 }
 
 async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     version,
     about,
     long_about = None,
-    after_help = "Every flag of `dbgrant run` can also be set through the environment variable shown in `dbgrant run --help` (DBGRANT_HTTP_ADDR, DBGRANT_LOG_FORMAT, DBGRANT_LOG, DBGRANT_CONCURRENCY, DBGRANT_RESYNC_INTERVAL; Azure: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE or AZURE_CLIENT_SECRET, AZURE_CLOUD, AZURE_AUTHORITY_HOST, DBGRANT_ARM_ENDPOINT, DBGRANT_AZURE_EXTRA_CA_FILE); the Kubernetes connection follows KUBECONFIG, ~/.kube/config, then the in-cluster ServiceAccount."
+    after_help = "Every flag of `dbgrant run` can also be set through the environment variable shown in `dbgrant run --help` (DBGRANT_HTTP_ADDR, DBGRANT_LOG_FORMAT, DBGRANT_LOG, DBGRANT_CONCURRENCY, DBGRANT_RESYNC_INTERVAL, DBGRANT_LEADER_ELECTION, DBGRANT_LEASE_NAME, DBGRANT_LEASE_DURATION, POD_NAMESPACE, POD_NAME; Azure: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE or AZURE_CLIENT_SECRET, AZURE_CLOUD, AZURE_AUTHORITY_HOST, DBGRANT_ARM_ENDPOINT, DBGRANT_AZURE_EXTRA_CA_FILE); the Kubernetes connection follows KUBECONFIG, ~/.kube/config, then the in-cluster ServiceAccount."
 )]
 pub struct Cli {
     /// What to do.
@@ -66,6 +66,29 @@ pub struct RunArgs {
     /// The operator's Azure cloud, endpoints and credential.
     #[command(flatten)]
     pub azure: crate::azure::AzureArgs,
+
+    /// Elect a leader among replicas through a Lease: only the leader reconciles, the others
+    /// stand by to take over. Needs the Lease's namespace (`POD_NAMESPACE`).
+    #[arg(long, env = "DBGRANT_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "DBGRANT_LEASE_NAME", default_value = "dbgrant-leader")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease: the operator's own (downward API).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long the leader's Lease lasts without renewal: the longest a standby waits to take
+    /// over (whole seconds, at least 2).
+    #[arg(long, env = "DBGRANT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// This replica's identity in the Lease. Default: the pod name (`POD_NAME`), else the host
+    /// name plus a random suffix.
+    #[arg(long, env = "POD_NAME")]
+    pub leader_identity: Option<String>,
 
     /// Path of a kubeconfig to use (development). Default: `KUBECONFIG`, then
     /// `~/.kube/config`, then the in-cluster ServiceAccount.
@@ -142,5 +165,24 @@ mod tests {
         assert_eq!(args.concurrency, 16);
         assert_eq!(args.resync_interval, Duration::from_secs(600));
         assert_eq!(args.log_format, LogFormat::Json);
+        assert!(
+            !args.leader_election,
+            "off unless asked: a single binary needs no Lease"
+        );
+        assert_eq!(args.lease_name, "dbgrant-leader");
+        assert_eq!(args.lease_duration, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn leader_election_takes_a_bare_flag_or_a_boolean() {
+        let parse = |argv: &[&str]| {
+            let Command::Run(args) = Cli::try_parse_from(argv).expect("parses").command else {
+                panic!("expected run");
+            };
+            args.leader_election
+        };
+        assert!(parse(&["dbgrant", "run", "--leader-election"]));
+        assert!(parse(&["dbgrant", "run", "--leader-election=true"]));
+        assert!(!parse(&["dbgrant", "run", "--leader-election=false"]));
     }
 }
