@@ -106,7 +106,10 @@ impl Sandbox {
         let kubeconfig = options.state_dir.join("kubeconfig");
         dbgrant_sim::write_atomically(&kubeconfig, &kube.kubeconfig_yaml())?;
         let azure_state = options.state_dir.join("azure.json");
-        dbgrant_sim::write_atomically(&azure_state, &serde_json::to_string_pretty(&azure.state())?)?;
+        dbgrant_sim::write_atomically(
+            &azure_state,
+            &serde_json::to_string_pretty(&azure.state())?,
+        )?;
 
         let client = kube.client().await?;
         for crd in dbgrant::api::crds() {

@@ -107,7 +107,11 @@ async fn serve(sandbox: &Sandbox, args: &Args) -> anyhow::Result<()> {
         if !ready && !reported_late && std::time::Instant::now() >= deadline {
             let waiting = not_ready(&grants);
             if args.exit_when_ready {
-                anyhow::bail!("not Ready within {:?}: {}", args.timeout, waiting.join("; "));
+                anyhow::bail!(
+                    "not Ready within {:?}: {}",
+                    args.timeout,
+                    waiting.join("; ")
+                );
             }
             println!("not every grant is Ready after {:?}:", args.timeout);
             for line in waiting {
