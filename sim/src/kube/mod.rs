@@ -6,6 +6,7 @@ mod discovery;
 pub mod errors;
 pub mod events;
 pub mod faults;
+mod namespaces;
 mod objects;
 pub mod openapi;
 pub mod patch;

@@ -206,6 +206,7 @@ pub fn create(
     if resource.plural == "customresourcedefinitions" {
         register_crd(inner, &stored);
     }
+    super::namespaces::on_created(inner, resource, &stored);
     let stored = inner.get(&key, &ns, &name).cloned().unwrap_or(stored);
     Ok((present(resource, stored), warnings))
 }

@@ -1,8 +1,11 @@
-//! The little of Kubernetes' protobuf encoding the simulator reads: kubectl and Helm send some
-//! request bodies as protobuf in the `k8s\0` envelope (TokenRequest from `kubectl create
-//! token`, SelfSubjectAccessReview from `kubectl auth can-i`, Helm's release Secrets). Only
-//! those are decoded, into the JSON the handlers take; answers are always JSON, which client-go
-//! decodes whatever it asked for.
+//! Kubernetes' protobuf encoding, as far as the simulator reads it: kubectl and Helm send
+//! built-in objects as protobuf in the `k8s\0` envelope (`kubectl create deployment`,
+//! TokenRequest from `kubectl create token`, SelfSubjectAccessReview from `kubectl auth can-i`,
+//! Helm's release Secrets). Every built-in kind the simulator serves is decoded by one generic
+//! walker over the field tables of `schema`, into the JSON the handlers take; answers are always
+//! JSON, which client-go decodes whatever it asked for.
+
+mod schema;
 
 use serde_json::{Value, json};
 
@@ -172,101 +175,125 @@ fn text(bytes: &[u8]) -> Value {
     json!(String::from_utf8_lossy(bytes))
 }
 
-/// `metav1.ObjectMeta`: the fields a client sets on create and update.
-fn object_meta(bytes: &[u8]) -> Value {
-    let mut meta = json!({});
+/// A protobuf built-in object as its JSON form; `None` for kinds without a field table (the
+/// caller answers 415 as the API server does for types it cannot decode).
+pub fn object(body: &[u8], group: &str, kind: &str) -> Option<Value> {
+    let message_name = schema::kind_message(group, kind)?;
+    let raw = unwrap_envelope(body)?;
+    let mut object = decode(raw, message_name)?;
+    object["kind"] = json!(kind);
+    object["apiVersion"] = json!(if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    });
+    Some(object)
+}
+
+/// Decode one message by its field table; `None` when the bytes are not well-formed.
+fn decode(bytes: &[u8], message_name: &str) -> Option<Value> {
+    use schema::Ty;
+    let table = schema::fields(message_name);
+    let mut out = serde_json::Map::new();
     let mut reader = message(bytes);
     while let Some((number, field)) = reader.next() {
-        match (number, field) {
-            (1, Field::Bytes(v)) => meta["name"] = text(v),
-            (2, Field::Bytes(v)) => meta["generateName"] = text(v),
-            (3, Field::Bytes(v)) => meta["namespace"] = text(v),
-            (5, Field::Bytes(v)) => meta["uid"] = text(v),
-            (6, Field::Bytes(v)) if !v.is_empty() => meta["resourceVersion"] = text(v),
-            (11 | 12, Field::Bytes(v)) => {
-                let name = if number == 11 {
-                    "labels"
-                } else {
-                    "annotations"
+        let Some(&(_, name, ty, repeated)) = table.iter().find(|f| f.0 == number) else {
+            continue;
+        };
+        let value = match (ty, field) {
+            // Go writes every non-pointer string, empty too, where JSON omits it (`omitempty`):
+            // an empty string must read as absent, so defaults apply (a Secret's type).
+            (Ty::Str, Field::Bytes([])) if !repeated => continue,
+            (Ty::Str, Field::Bytes(v)) => text(v),
+            (Ty::Bool, Field::Varint(v)) => json!(v != 0),
+            // int32 and int64 alike: negative numbers are the two's complement of 64 bits.
+            (Ty::Int, Field::Varint(v)) => json!(v.cast_signed()),
+            // Packed repeated integers (proto3 style) hold several varints.
+            (Ty::Int, Field::Bytes(v)) if repeated => {
+                let mut packed = message(v);
+                let list = out.entry(name).or_insert_with(|| json!([]));
+                while !packed.bytes.is_empty() {
+                    let n = packed.varint()?;
+                    list.as_array_mut()?.push(json!(n.cast_signed()));
+                }
+                continue;
+            }
+            (Ty::Msg(inner), Field::Bytes(v)) => decode(v, inner)?,
+            (Ty::Inline(inner), Field::Bytes(v)) => {
+                if let Value::Object(fields) = decode(v, inner)? {
+                    out.extend(fields);
+                }
+                continue;
+            }
+            (Ty::Quantity, Field::Bytes(v)) => quantity(v),
+            (Ty::IntOrString, Field::Bytes(v)) => int_or_string(v)?,
+            (Ty::Time, Field::Bytes(v)) => timestamp(v)?,
+            (Ty::StrMap | Ty::BytesMap | Ty::QuantityMap, Field::Bytes(v)) => {
+                let (key, entry) = map_entry(v);
+                let entry = match ty {
+                    Ty::StrMap => text(entry),
+                    Ty::QuantityMap => quantity(entry),
+                    _ => {
+                        use base64::Engine as _;
+                        json!(base64::engine::general_purpose::STANDARD.encode(entry))
+                    }
                 };
-                let (key, value) = map_entry(v);
-                if !meta[name].is_object() {
-                    meta[name] = json!({});
-                }
-                meta[name][key] = text(value);
+                let map = out.entry(name).or_insert_with(|| json!({}));
+                map.as_object_mut()?.insert(key, entry);
+                continue;
             }
-            (14, Field::Bytes(v)) => {
-                if !meta["finalizers"].is_array() {
-                    meta["finalizers"] = json!([]);
-                }
-                if let Some(list) = meta["finalizers"].as_array_mut() {
-                    list.push(text(v));
-                }
-            }
+            // A wire type the table does not expect: not this schema's message.
+            _ => return None,
+        };
+        if repeated {
+            out.entry(name)
+                .or_insert_with(|| json!([]))
+                .as_array_mut()?
+                .push(value);
+        } else {
+            out.insert(name.to_string(), value);
+        }
+    }
+    Some(Value::Object(out))
+}
+
+/// `resource.Quantity`: its string (field 1).
+fn quantity(bytes: &[u8]) -> Value {
+    strings(bytes, &[(1, "string")])["string"].clone()
+}
+
+/// `intstr.IntOrString`: type (1: 0 int, 1 string), intVal (2), strVal (3).
+fn int_or_string(bytes: &[u8]) -> Option<Value> {
+    let (mut is_string, mut int, mut string) = (false, 0u64, String::new());
+    let mut reader = message(bytes);
+    while let Some(field) = reader.next() {
+        match field {
+            (1, Field::Varint(t)) => is_string = t == 1,
+            (2, Field::Varint(v)) => int = v,
+            (3, Field::Bytes(v)) => string = String::from_utf8_lossy(v).into_owned(),
             _ => {}
         }
     }
-    meta
+    Some(if is_string {
+        json!(string)
+    } else {
+        json!(int.cast_signed())
+    })
 }
 
-/// A protobuf Secret or ConfigMap as its JSON form; `None` for anything else (the caller
-/// answers 415 as the API server does for types it cannot decode).
-pub fn object(body: &[u8], group: &str, kind: &str) -> Option<Value> {
-    use base64::Engine as _;
-    let raw = unwrap_envelope(body)?;
-    let mut object = match (group, kind) {
-        ("", "Secret") => json!({"apiVersion": "v1", "kind": "Secret"}),
-        ("", "ConfigMap") => json!({"apiVersion": "v1", "kind": "ConfigMap"}),
-        _ => return None,
-    };
-    let mut reader = message(raw);
-    while let Some((number, field)) = reader.next() {
-        let (name, value) = match (kind, number, field) {
-            (_, 1, Field::Bytes(v)) => {
-                object["metadata"] = object_meta(v);
-                continue;
-            }
-            ("Secret", 3, Field::Bytes(v)) => {
-                object["type"] = text(v);
-                continue;
-            }
-            ("Secret", 5, Field::Varint(v)) | ("ConfigMap", 4, Field::Varint(v)) => {
-                object["immutable"] = json!(v != 0);
-                continue;
-            }
-            // Secret.data and ConfigMap.binaryData hold bytes, base64 in JSON.
-            ("Secret", 2, Field::Bytes(v)) | ("ConfigMap", 3, Field::Bytes(v)) => {
-                let (key, value) = map_entry(v);
-                let name = if kind == "Secret" {
-                    "data"
-                } else {
-                    "binaryData"
-                };
-                (
-                    name,
-                    (
-                        key,
-                        json!(base64::engine::general_purpose::STANDARD.encode(value)),
-                    ),
-                )
-            }
-            ("Secret", 4, Field::Bytes(v)) | ("ConfigMap", 2, Field::Bytes(v)) => {
-                let (key, value) = map_entry(v);
-                let name = if kind == "Secret" {
-                    "stringData"
-                } else {
-                    "data"
-                };
-                (name, (key, text(value)))
-            }
-            _ => continue,
-        };
-        if !object[name].is_object() {
-            object[name] = json!({});
+/// `metav1.Time`/`MicroTime`: seconds (1) and nanos (2) since the epoch, as RFC 3339.
+fn timestamp(bytes: &[u8]) -> Option<Value> {
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    let mut reader = message(bytes);
+    while let Some(field) = reader.next() {
+        match field {
+            (1, Field::Varint(v)) => seconds = v.cast_signed(),
+            (2, Field::Varint(v)) => nanos = i32::try_from(v).ok()?,
+            _ => {}
         }
-        object[name][value.0] = value.1;
     }
-    Some(object)
+    let at = k8s_openapi::jiff::Timestamp::new(seconds, nanos).ok()?;
+    Some(json!(at.to_string()))
 }
 
 /// Protobuf DeleteOptions (what client-go sends with a delete) as JSON: the propagation
@@ -340,6 +367,9 @@ mod tests {
         );
         assert_eq!(decoded["data"]["release"], "AQI=");
         assert_eq!(decoded["type"], "helm.sh/release.v1");
-        assert!(object(&body, "apps", "Deployment").is_none());
+        assert!(
+            object(&body, "apps", "DaemonSet").is_none(),
+            "no field table, no decoding"
+        );
     }
 }
