@@ -637,3 +637,171 @@ async fn deploy_manifests_are_the_chart_rendered_with_default_values() {
         1
     );
 }
+
+/// The operator, running as the chart's ServiceAccount with only the chart's RBAC (kube-sim
+/// enforces RBAC), elects itself, grants access with a token Secret, publishes events and
+/// revokes on deletion: the narrow rules are enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_works_with_exactly_the_rbac_the_chart_grants() {
+    use clap::Parser as _;
+    use dbgrant::azure::{AzureConfig, AzureCosmos, OperatorCredential};
+    use dbgrant::settings::{Cli, Command};
+    use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ControlPlaneRole};
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{DeleteParams, PostParams};
+
+    let Some(python) = python() else { return };
+    let helm = Helm::start(python).await;
+    let admin = helm.sim.client().await.unwrap();
+    helm.install(DEPLOY_RELEASE, DEPLOY_NAMESPACE, &json!({}))
+        .await;
+
+    // The operator's own credentials: a token for the chart's ServiceAccount.
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), DEPLOY_NAMESPACE)
+        .create_token_request("dbgrant", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let kubeconfig = helm.dir.join("operator-kubeconfig");
+    std::fs::write(&kubeconfig, helm.sim.kubeconfig_for(&token, "dbgrant")).unwrap();
+
+    let azure = AzureSim::start(AzureSimConfig {
+        oidc_trusted_ca_pems: vec![helm.sim.ca_pem()],
+        lro_duration: Duration::from_millis(50),
+        ..AzureSimConfig::default()
+    })
+    .await
+    .unwrap();
+    let subscription = uuid::Uuid::new_v4().to_string();
+    let account = azure.create_cosmos_account(&subscription, "rg", "chart-rbac");
+    let operator = azure.create_service_principal("dbgrant-operator");
+    azure.assign_control_plane_role(
+        &operator.principal_id,
+        &account.resource_id,
+        ControlPlaneRole::DocumentDbAccountContributor,
+    );
+    let identity = azure.create_identity(&subscription, "rg", "orders-api");
+    azure
+        .add_federated_credential(
+            &identity.resource_id,
+            "shop-orders-api",
+            &helm.sim.issuer(),
+            "system:serviceaccount:shop:orders-api",
+            &["api://AzureADTokenExchange"],
+        )
+        .unwrap();
+    let mut config = AzureConfig::custom(
+        azure.authority_host().parse().unwrap(),
+        azure.arm_endpoint().parse().unwrap(),
+        Some(azure.ca_pem()),
+        azure.tenant_id(),
+        OperatorCredential::ClientSecret {
+            client_id: operator.client_id.clone(),
+            client_secret: operator.client_secret.clone(),
+        },
+    );
+    config.timing.lro_poll = Duration::from_millis(50);
+    config.timing.retry_base = Duration::from_millis(50);
+
+    for object in [
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "shop", "labels": {"dbgrant.io/team": "shop"}}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "orders-api", "namespace": "shop",
+                            "annotations": {"azure.workload.identity/client-id": identity.client_id}}}),
+        json!({"apiVersion": "dbgrant.io/v1alpha1", "kind": "DatabaseTarget",
+               "metadata": {"name": "cosmos"},
+               "spec": {"cosmos": {"accountResourceId": account.resource_id,
+                                   "roles": {"meta": {"dataActions": ["Microsoft.DocumentDB/databaseAccounts/readMetadata"]}}},
+                        "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": "shop"}},
+                        "allowedRoles": ["reader", "meta"]}}),
+        json!({"apiVersion": "dbgrant.io/v1alpha1", "kind": "DatabaseAccessGrant",
+               "metadata": {"name": "orders", "namespace": "shop"},
+               "spec": {"serviceAccountName": "orders-api", "target": "cosmos", "role": "reader",
+                        "tokenSecret": {"name": "orders-token"}}}),
+    ] {
+        dbgrant_sim::apply::apply(&admin, &object, "default")
+            .await
+            .unwrap();
+    }
+
+    let cli = Cli::try_parse_from([
+        "dbgrant",
+        "run",
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--azure-tenant-id",
+        &config.tenant_id,
+        "--leader-election",
+        "--lease-namespace",
+        DEPLOY_NAMESPACE,
+        "--lease-name",
+        "dbgrant-leader",
+        "--leader-identity",
+        "dbgrant-0",
+    ])
+    .unwrap();
+    let Command::Run(args) = cli.command else {
+        panic!("expected run")
+    };
+    let cosmos = AzureCosmos::new(config, None).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(dbgrant::run(
+        args,
+        std::sync::Arc::new(cosmos),
+        shutdown.clone(),
+    ));
+
+    let grants: Api<dbgrant::api::DatabaseAccessGrant> = Api::namespaced(admin.clone(), "shop");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            !task.is_finished(),
+            "the operator stopped: {:?}",
+            task.await
+        );
+        let grant = serde_json::to_value(grants.get("orders").await.unwrap()).unwrap();
+        let ready = grant["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .cloned();
+        if ready.as_ref().is_some_and(|c| c["status"] == "True") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the grant is not Ready under the chart's RBAC: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Api::<Secret>::namespaced(admin.clone(), "shop")
+        .get("orders-token")
+        .await
+        .expect("the token Secret");
+    assert_eq!(azure.role_assignments(&account.resource_id).len(), 1);
+
+    // Deletion: revoke, then the finalizer goes (a patch the chart allows).
+    grants
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while grants.get_opt("orders").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the grant was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(azure.role_assignments(&account.resource_id).is_empty());
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
