@@ -278,7 +278,7 @@ async fn an_assignment_deleted_out_of_band_is_restored_within_one_resync() {
         restored[0].guid, before[0].guid,
         "restored under the same deterministic id"
     );
-    world.wait_event("g", "DriftRestored").await;
+    world.wait_event("g", "AccessRestored").await;
     world.finish().await;
 }
 
@@ -644,7 +644,7 @@ async fn passes_after_the_first_reuse_the_identity_and_write_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_target_takes_its_custom_roles_once_no_grant_holds_them() {
+async fn a_deleted_target_ends_its_grants_access_and_takes_its_custom_roles() {
     let world = World::start("roles", WorldOptions::default()).await;
     let targets: Api<DatabaseTarget> = Api::all(world.client.clone());
     let target = world.target_name().to_string();
@@ -667,35 +667,12 @@ async fn a_deleted_target_takes_its_custom_roles_once_no_grant_holds_them() {
     let is_owned = |d: &RoleDefinition| d.role_name == owned;
     assert!(world.role_definitions().await.iter().any(is_owned));
 
-    // Deleting the target while a grant holds its role keeps the role and says why.
+    // Deleting the target ends its grants' access first; then its role and the target go.
     targets
         .delete(&target, &DeleteParams::default())
         .await
         .unwrap();
-    let held = world
-        .eventually(
-            "the target says its role is in use",
-            Duration::from_secs(30),
-            || async {
-                let t = targets.get(&target).await.ok()?;
-                let ready = t
-                    .status?
-                    .conditions
-                    .into_iter()
-                    .find(|c| c.type_ == "Ready")?;
-                (ready.reason == Reason::CleanupFailed.as_str()).then_some(ready.message)
-            },
-        )
-        .await;
-    assert!(
-        held.contains(&owned) && held.contains("still assigned"),
-        "{held}"
-    );
-    assert!(world.role_definitions().await.iter().any(is_owned));
-    assert_eq!(world.assignments_of(&app.principal_id).await.len(), 1);
-
-    // The grant's deletion revokes its assignment; then the role and the target go.
-    world.delete_grant("g").await;
+    world.wait_reason("g", Reason::TargetNotFound).await;
     world
         .eventually("the target is gone", Duration::from_secs(30), || async {
             targets.get_opt(&target).await.ok()?.is_none().then_some(())

@@ -150,6 +150,20 @@ impl Reason {
     pub fn fixed_in_azure(self) -> bool {
         matches!(self, Self::IdentityNotFederated | Self::UnknownClientId)
     }
+
+    /// Failures of a whole store (account unreachable, operator not allowed, throttled),
+    /// as opposed to one grant's (its principal unknown, say).
+    pub fn is_store_wide(self) -> bool {
+        matches!(
+            self,
+            Self::AzureThrottled
+                | Self::AzureForbidden
+                | Self::AzureUnavailable
+                | Self::AccountBusy
+                | Self::TargetNotReady
+                | Self::TargetNotFound
+        )
+    }
 }
 
 impl std::fmt::Display for Reason {

@@ -383,7 +383,7 @@ mod tests {
             Some(crate::backend::MAX_RETRY_AFTER)
         );
         assert_eq!(
-            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"),
+            parse_retry_after("Wed, 01 Jan 2200 00:00:00 GMT"),
             Some(crate::backend::MAX_RETRY_AFTER)
         );
         assert_eq!(parse_retry_after("99999999999999999999999"), None);

@@ -87,6 +87,7 @@ pub struct Access {
 pub struct Holding {
     /// Full, backend-specific id (for Cosmos DB the ARM id of the assignment), lower-cased.
     pub id: String,
+    // The parts keep their case: a database's names can be case-sensitive.
     /// Object id of the principal it gives access to.
     pub principal_id: String,
     /// Backend-specific id of the role it gives.

@@ -222,3 +222,370 @@ pub fn sooner(a: Next, b: Next) -> Next {
         (AwaitChange, AwaitChange) => AwaitChange,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    use super::*;
+    use crate::api::DeletionPolicy;
+
+    fn grant(role: &str) -> DatabaseAccessGrantSpec {
+        DatabaseAccessGrantSpec {
+            service_account_name: "api".into(),
+            target: "db".into(),
+            role: role.into(),
+            database: None,
+            container: None,
+            token_secret: None,
+            deletion_policy: DeletionPolicy::Delete,
+        }
+    }
+
+    fn target(team: Option<&str>, roles: &[&str]) -> DatabaseTargetSpec {
+        DatabaseTargetSpec {
+            cosmos: None,
+            allowed_namespaces: team.map(|t| LabelSelector {
+                match_labels: Some(BTreeMap::from([("team".to_string(), t.to_string())])),
+                match_expressions: None,
+            }),
+            allowed_roles: roles.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn labels(team: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("team".to_string(), team.to_string())])
+    }
+
+    fn reason(gate: &Gate) -> Option<(Reason, Status)> {
+        match gate {
+            Gate::Refused(step, _) | Gate::Paused(step, _) => Some((step.reason, step.status)),
+            Gate::Open => None,
+        }
+    }
+
+    #[test]
+    fn the_gate_checks_target_policy_role_and_readiness_in_that_order() {
+        let allowed = target(Some("shop"), &["reader"]);
+        let undeclared = Err(BackendError::new(Reason::InvalidSpec, "not declared"));
+        let present = |ready| TargetView::Present {
+            spec: &allowed,
+            ready,
+        };
+        // (case, target, namespace team, role, role declared, expected verdict)
+        type Case<'a> = (
+            &'a str,
+            TargetView<'a>,
+            &'a str,
+            &'a str,
+            Result<(), BackendError>,
+            &'a str,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "missing target",
+                TargetView::Missing,
+                "shop",
+                "reader",
+                Ok(()),
+                "refused TargetNotFound",
+            ),
+            (
+                "target being deleted",
+                TargetView::Deleting,
+                "shop",
+                "reader",
+                Ok(()),
+                "refused TargetNotFound",
+            ),
+            (
+                "namespace refused",
+                present(Some(true)),
+                "billing",
+                "reader",
+                Ok(()),
+                "refused PolicyDenied",
+            ),
+            (
+                "role refused",
+                present(Some(true)),
+                "shop",
+                "contributor",
+                Ok(()),
+                "refused PolicyDenied",
+            ),
+            (
+                "policy before readiness",
+                present(Some(false)),
+                "billing",
+                "reader",
+                Ok(()),
+                "refused PolicyDenied",
+            ),
+            (
+                "policy before first check",
+                present(None),
+                "billing",
+                "reader",
+                Ok(()),
+                "refused PolicyDenied",
+            ),
+            (
+                "role not declared",
+                present(Some(false)),
+                "shop",
+                "reader",
+                undeclared,
+                "refused InvalidSpec",
+            ),
+            (
+                "not ready",
+                present(Some(false)),
+                "shop",
+                "reader",
+                Ok(()),
+                "paused TargetNotReady False",
+            ),
+            (
+                "not checked yet",
+                present(None),
+                "shop",
+                "reader",
+                Ok(()),
+                "paused TargetNotReady Unknown",
+            ),
+            (
+                "all good",
+                present(Some(true)),
+                "shop",
+                "reader",
+                Ok(()),
+                "open",
+            ),
+        ];
+        for (case, view, team, role, declared, expected) in cases {
+            let verdict = gate(&grant(role), "ns", &labels(team), &view, declared);
+            let got = match &verdict {
+                Gate::Refused(step, _) => format!("refused {}", step.reason.as_str()),
+                Gate::Paused(step, _) => {
+                    format!("paused {} {}", step.reason.as_str(), step.status.as_str())
+                }
+                Gate::Open => "open".to_string(),
+            };
+            assert_eq!(got, expected, "{case}");
+            if let Some((_, status)) = reason(&verdict) {
+                assert_ne!(status, Status::True, "{case}");
+            }
+        }
+    }
+
+    fn ids(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn holding(id: &str) -> Holding {
+        Holding {
+            id: id.into(),
+            principal_id: "p".into(),
+            role_id: "r".into(),
+            scope: "s".into(),
+        }
+    }
+
+    fn decided(wants: Option<&str>, held: &[&str]) -> Other {
+        Other {
+            wants: Some(wants.map(str::to_string)),
+            held: ids(held),
+        }
+    }
+
+    fn undecided(held: &[&str]) -> Other {
+        Other {
+            wants: None,
+            held: ids(held),
+        }
+    }
+
+    #[test]
+    fn settling_revokes_only_what_nobody_asks_for_or_might() {
+        let want = holding("new");
+        // (case, held, want, identity known, others, release, handed on, pending)
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            Option<&'a Holding>,
+            bool,
+            Vec<Other>,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "the wanted one is kept",
+                &["new"],
+                Some(&want),
+                true,
+                vec![],
+                &[],
+                &[],
+                &[],
+            ),
+            (
+                "replaced: the old goes",
+                &["old", "new"],
+                Some(&want),
+                true,
+                vec![],
+                &["old"],
+                &[],
+                &[],
+            ),
+            (
+                "refused: everything goes",
+                &["old"],
+                None,
+                true,
+                vec![],
+                &["old"],
+                &[],
+                &[],
+            ),
+            (
+                "identity unknown: nothing goes",
+                &["old"],
+                None,
+                false,
+                vec![],
+                &[],
+                &[],
+                &["old"],
+            ),
+            (
+                "another asks and records it",
+                &["old"],
+                None,
+                true,
+                vec![decided(Some("old"), &["old"])],
+                &[],
+                &["old"],
+                &[],
+            ),
+            (
+                "another asks, not yet recorded",
+                &["old"],
+                None,
+                true,
+                vec![decided(Some("old"), &[])],
+                &[],
+                &[],
+                &["old"],
+            ),
+            (
+                "another undecided records it",
+                &["old"],
+                None,
+                true,
+                vec![undecided(&["old"])],
+                &[],
+                &[],
+                &["old"],
+            ),
+            (
+                "another decided to let it go",
+                &["old"],
+                None,
+                true,
+                vec![decided(None, &["old"])],
+                &["old"],
+                &[],
+                &[],
+            ),
+            (
+                "another asks for something else",
+                &["old"],
+                None,
+                true,
+                vec![decided(Some("x"), &["x"])],
+                &["old"],
+                &[],
+                &[],
+            ),
+        ];
+        for (case, held, want, known, others, release, handed_on, pending) in cases {
+            let got = settle(&ids(held), want, known, &others);
+            let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            assert_eq!(got.release, strings(release), "{case}: release");
+            assert_eq!(got.handed_on, strings(handed_on), "{case}: handed on");
+            assert_eq!(got.pending, strings(pending), "{case}: pending");
+        }
+    }
+
+    #[test]
+    fn two_sharers_deciding_one_after_the_other_leave_nothing_behind() {
+        // Both held "x"; both are refused. Whoever decides second sees the first's "nothing".
+        let held = ids(&["x"]);
+        let first = settle(&held, None, true, &[decided(Some("x"), &["x"])]);
+        assert_eq!(first.handed_on, vec!["x".to_string()]);
+        let second = settle(&held, None, true, &[decided(None, &[])]);
+        assert_eq!(second.release, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn failures_fixed_in_azure_are_looked_at_again_slowly_others_wait_or_back_off() {
+        let not_federated = BackendError::new(Reason::IdentityNotFederated, "AADSTS70021");
+        assert_eq!(
+            next_for(&not_federated),
+            Next::Backoff(Some(AZURE_SETUP_RECHECK))
+        );
+        let missing = BackendError::new(Reason::ServiceAccountNotFound, "no such ServiceAccount");
+        assert_eq!(next_for(&missing), Next::AwaitChange);
+        let mut throttled = BackendError::new(Reason::AzureThrottled, "429");
+        throttled.retry_after = Some(Duration::from_secs(7));
+        assert_eq!(
+            next_for(&throttled),
+            Next::Backoff(Some(Duration::from_secs(7)))
+        );
+    }
+
+    #[test]
+    fn identity_failures_that_prove_no_identity_end_access_passing_ones_do_not() {
+        for reason in [
+            Reason::ServiceAccountNotFound,
+            Reason::IdentityAnnotationMissing,
+            Reason::IdentityNotFederated,
+            Reason::UnknownClientId,
+        ] {
+            assert!(identity_gone(reason), "{reason:?}");
+        }
+        for reason in [
+            Reason::AzureUnavailable,
+            Reason::AzureThrottled,
+            Reason::KubernetesApiError,
+        ] {
+            assert!(!identity_gone(reason), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn the_sooner_look_wins() {
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(
+            sooner(Next::AwaitChange, Next::Resync(s(9))),
+            Next::Resync(s(9))
+        );
+        assert_eq!(
+            sooner(Next::Resync(s(9)), Next::Resync(s(3))),
+            Next::Resync(s(3))
+        );
+        assert_eq!(
+            sooner(Next::Resync(None), Next::Backoff(s(3))),
+            Next::Backoff(s(3))
+        );
+        assert_eq!(sooner(Next::Backoff(s(3)), Next::Soon), Next::Soon);
+        assert_eq!(
+            sooner(Next::AwaitChange, Next::AwaitChange),
+            Next::AwaitChange
+        );
+    }
+}

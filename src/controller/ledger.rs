@@ -96,7 +96,9 @@ impl Ledger {
         self.map().entry(key.clone()).or_default().granted = holding;
     }
 
-    /// Every holding an allowed grant currently asks for, with one grant asking for it.
+    /// Every holding an allowed grant asks for and was granted in this process, with one grant
+    /// asking for it: what drift repair may restore. (Asked for but never granted is the grant
+    /// reconciler's to retry, not the drift repair's.)
     pub fn wanted(&self) -> Vec<(GrantKey, Holding)> {
         let map = self.map();
         let mut seen = BTreeSet::new();
@@ -104,6 +106,10 @@ impl Ledger {
         for (key, entry) in map.iter() {
             if let Some(Some(holding)) = &entry.wants
                 && entry.held.contains(&holding.id)
+                && entry
+                    .granted
+                    .as_ref()
+                    .is_some_and(|(id, _)| id == &holding.id)
                 && seen.insert(holding.id.clone())
             {
                 wanted.push((key.clone(), holding.clone()));
@@ -129,5 +135,78 @@ impl Ledger {
     /// Forget a grant that is gone.
     pub fn forget(&self, key: &GrantKey) {
         self.map().remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> GrantKey {
+        ObjectRef::<crate::api::DatabaseAccessGrant>::new(name)
+            .within("ns")
+            .erase()
+    }
+
+    fn holding(id: &str) -> Holding {
+        Holding {
+            id: id.into(),
+            principal_id: "p".into(),
+            role_id: "r".into(),
+            scope: "s".into(),
+        }
+    }
+
+    #[test]
+    fn a_record_is_seeded_once_from_the_status_then_the_ledger_is_the_truth() {
+        let ledger = Ledger::default();
+        let a = key("a");
+        assert_eq!(
+            ledger.held(&a, &["X".into()]),
+            BTreeSet::from(["x".to_string()])
+        );
+        // A later (edited, or lagging) status does not change what the ledger knows.
+        assert_eq!(
+            ledger.held(&a, &["y".into()]),
+            BTreeSet::from(["x".to_string()])
+        );
+        ledger.forget(&a);
+        assert_eq!(ledger.held(&a, &[]), BTreeSet::new());
+    }
+
+    #[test]
+    fn sharers_deciding_through_the_ledger_leave_exactly_one_revoker() {
+        let ledger = Ledger::default();
+        let (a, b) = (key("a"), key("b"));
+        let x = BTreeSet::from(["x".to_string()]);
+        ledger.set_held(&a, x.clone());
+        ledger.set_held(&b, x.clone());
+        ledger.decide(&a, &x, Some(holding("x")), true);
+        ledger.decide(&b, &x, Some(holding("x")), true);
+        // Both refused now: the first hands on (the other still asks), the second revokes.
+        let first = ledger.decide(&a, &x, None, true);
+        let second = ledger.decide(&b, &x, None, true);
+        assert_eq!(first.handed_on, vec!["x".to_string()]);
+        assert_eq!(second.release, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn only_wanted_recorded_and_granted_holdings_are_restored_and_gone_grants_are_pruned() {
+        let ledger = Ledger::default();
+        let (a, b) = (key("a"), key("b"));
+        ledger.set_held(&a, BTreeSet::from(["x".to_string()]));
+        ledger.set_held(&b, BTreeSet::from(["y".to_string()]));
+        ledger.decide(&a, &BTreeSet::new(), Some(holding("x")), true);
+        ledger.decide(&b, &BTreeSet::new(), Some(holding("y")), true);
+        assert!(
+            ledger.wanted().is_empty(),
+            "asked for and recorded, not granted yet"
+        );
+        ledger.set_granted(&a, Some(("x".to_string(), Some(1))));
+        let wanted: Vec<String> = ledger.wanted().into_iter().map(|(_, h)| h.id).collect();
+        assert_eq!(wanted, vec!["x".to_string()], "y is not granted yet");
+        ledger.prune(&HashSet::from([b.clone()]));
+        assert!(ledger.wanted().is_empty());
+        assert_eq!(ledger.recorded(), vec![(b, "y".to_string())]);
     }
 }

@@ -2,6 +2,7 @@
 //! `Context`, both stopping gracefully when the shutdown token fires.
 
 pub mod backoff;
+pub mod caches;
 pub mod cluster;
 pub mod decide;
 pub mod grant;
@@ -65,6 +66,8 @@ pub struct Context {
     pub grants: Store<DatabaseAccessGrant>,
     /// Every target, as last seen.
     pub targets: Store<DatabaseTarget>,
+    /// Whether `targets` has listed every target once.
+    pub targets_synced: tokio::sync::watch::Receiver<bool>,
     /// Tenant used when a ServiceAccount names none.
     pub default_tenant: Option<String>,
     /// Requeue interval after a successful reconcile (also the drift-check period).
@@ -121,9 +124,13 @@ pub async fn run(
     let watch = || watcher::Config::default().any_semantic();
 
     let grant_controller = Controller::new(grants.clone(), watch());
-    let grant_store = grant_controller.store();
+    let grants_synced = grant_controller.store();
     let target_controller = Controller::new(targets.clone(), watch());
-    let target_store = target_controller.store();
+    let targets_synced = target_controller.store();
+    // Our own caches: nothing of ours may wait on a controller's store (see `caches`).
+    let grant_cache = caches::Cache::spawn(grants.clone(), watch(), shutdown.clone());
+    let target_cache = caches::Cache::spawn(targets.clone(), watch(), shutdown.clone());
+    let grant_store = grant_cache.store.clone();
 
     // Grants react to their target, their namespace's labels and their ServiceAccount.
     let by_target = grant_store.clone();
@@ -178,16 +185,14 @@ pub async fn run(
         identities: identity_cache::IdentityCache::default(),
         ledger: ledger::Ledger::default(),
         grants: grant_store.clone(),
-        targets: target_store.clone(),
+        targets: target_cache.store.clone(),
+        targets_synced: target_cache.synced.clone(),
         default_tenant: settings.default_tenant,
         resync_interval: settings.resync_interval,
     });
 
-    let (grants_synced, targets_synced) = (grant_store.clone(), target_store.clone());
     tokio::spawn(async move {
-        if grant_store.wait_until_ready().await.is_ok()
-            && target_store.wait_until_ready().await.is_ok()
-        {
+        if grant_cache.wait_synced().await && target_cache.wait_synced().await {
             ready.store(true, Ordering::Release);
             tracing::info!("caches synced; ready");
         }

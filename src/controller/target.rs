@@ -169,7 +169,22 @@ async fn repair_drift(
         if present.contains(&holding.id) || !restored.insert(holding.id.clone()) {
             continue;
         }
-        backend.grant(&holding).await?;
+        // One grant's failure (its principal deleted, say) is that grant's, not the target's:
+        // said on the grant, and the store's other access is still repaired.
+        if let Err(error) = backend.grant(&holding).await {
+            if error.reason.is_store_wide() {
+                return Err(error);
+            }
+            ctx.cluster
+                .event(
+                    grant.object_ref(&()),
+                    true,
+                    "AccessRestoreFailed",
+                    format!("restoring access {} failed: {error}", holding.id),
+                )
+                .await;
+            continue;
+        }
         ctx.metrics.drift_restored();
         report::audit(
             ctx.cluster.as_ref(),

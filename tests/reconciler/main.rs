@@ -54,11 +54,16 @@ async fn a_grant_goes_ready_with_one_recorded_assignment() {
         status.role_assignment_id.as_deref(),
         Some(status.held[0].as_str())
     );
-    assert_eq!(
-        rig.cluster.events_with("AccessGranted").len(),
-        1,
-        "audited once"
+    let audit = rig.cluster.events_with("AccessGranted");
+    assert_eq!(audit.len(), 1, "audited once");
+    assert_eq!(audit[0].object, "shop/reader");
+    assert!(!audit[0].warning);
+    assert!(
+        audit[0].note.contains(ALICE) && audit[0].note.contains(&status.held[0]),
+        "names the principal and the assignment: {}",
+        audit[0].note
     );
+    assert!(!audit[0].note.contains("data-token"), "never a token");
 }
 
 #[tokio::test(start_paused = true)]
@@ -621,5 +626,42 @@ async fn a_busy_store_defers_without_writing_a_status() {
     assert_eq!(
         rig.access_on("acct"),
         vec![(ALICE.into(), BUILTIN_CONTRIBUTOR.into(), String::new())]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn access_never_granted_is_not_restored_by_drift_repair_and_one_grants_failure_spares_the_target()
+ {
+    let rig = Rig::new();
+    rig.namespace("shop", &[("team", "shop")]);
+    rig.workload("shop", "api", ALICE_CLIENT, ALICE);
+    rig.cosmos_target("db", "acct", "shop", &["reader"]);
+    rig.reconcile_target("db").await;
+    rig.put_grant(
+        "shop",
+        "reader",
+        json!({"serviceAccountName": "api", "target": "db", "role": "reader"}),
+    );
+    // Azure does not know the principal yet: the grant's PUT fails.
+    *rig.cosmos.put_fault.lock().unwrap() = Some(Fault::Fail(dbgrant::backend::BackendError::new(
+        dbgrant::api::Reason::PrincipalNotFound,
+        "principal not found",
+    )));
+    rig.reconcile("shop", "reader").await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("False".into(), "PrincipalNotFound".into()))
+    );
+    rig.reconcile_target("db").await;
+    assert!(
+        rig.access_on("acct").is_empty(),
+        "drift repair left it to the grant"
+    );
+    assert!(rig.cluster.events_with("AccessRestored").is_empty());
+    let ready = rig.target("db").unwrap().status.unwrap().conditions;
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
     );
 }

@@ -61,8 +61,12 @@ impl Rig {
     }
 
     fn with(cluster: Arc<FakeCluster>, cosmos: Arc<FakeCosmos>) -> Self {
-        let (grant_store, grant_writer) = kube::runtime::reflector::store::<DatabaseAccessGrant>();
-        let (target_store, target_writer) = kube::runtime::reflector::store::<DatabaseTarget>();
+        let (grant_store, mut grant_writer) =
+            kube::runtime::reflector::store::<DatabaseAccessGrant>();
+        let (target_store, mut target_writer) = kube::runtime::reflector::store::<DatabaseTarget>();
+        // Listed once, as the controllers' caches are before any reconcile.
+        grant_writer.apply_watcher_event(&watcher::Event::InitDone);
+        target_writer.apply_watcher_event(&watcher::Event::InitDone);
         let ctx = Arc::new(Context {
             client: offline_client(),
             cluster: cluster.clone(),
@@ -76,6 +80,7 @@ impl Rig {
             ledger: ledger::Ledger::default(),
             grants: grant_store,
             targets: target_store,
+            targets_synced: tokio::sync::watch::channel(true).1,
             default_tenant: Some(TENANT.to_string()),
             resync_interval: Duration::from_secs(300),
         });

@@ -48,12 +48,15 @@ impl CosmosBackend {
         }
     }
 
+    /// The holding an assignment is. Only the id is lower-cased (ARM ids are case-insensitive,
+    /// and the ledger compares ids); the scope keeps its case, as database and container names
+    /// are case-sensitive on the data plane.
     fn holding(&self, assignment: &RoleAssignment) -> Holding {
         Holding {
             id: role_assignment_id(self.account(), &assignment.guid).to_ascii_lowercase(),
-            principal_id: assignment.principal_id.to_ascii_lowercase(),
-            role_id: assignment.role_definition_id.to_ascii_lowercase(),
-            scope: assignment.scope.trim_end_matches('/').to_ascii_lowercase(),
+            principal_id: assignment.principal_id.clone(),
+            role_id: assignment.role_definition_id.clone(),
+            scope: assignment.scope.trim_end_matches('/').to_string(),
         }
     }
 

@@ -19,7 +19,8 @@ use crate::backend::{Backend, BackendError, Holding, ResolvedIdentity};
 use crate::error::Result;
 
 /// Write what the grant holds before a write that may create more, so a crash, a timeout or a
-/// later failure in the pass can never leave access in a database that no record names.
+/// later failure in the pass can never leave access in a database that no record names. Only
+/// `held` changes in this write: the conditions stay as they were until the pass reports.
 async fn record(
     grant: &DatabaseAccessGrant,
     key: &GrantKey,
@@ -28,14 +29,16 @@ async fn record(
     held: BTreeSet<String>,
 ) -> Result<()> {
     let list: Vec<String> = held.iter().cloned().collect();
-    if list != status.held {
-        status.held = list;
+    let mut recorded = grant.status.clone().unwrap_or_default();
+    if list != recorded.held {
+        recorded.held = list.clone();
         let namespace = grant.namespace().unwrap_or_default();
         ctx.cluster
-            .grant_status(&namespace, &grant.name_any(), status)
+            .grant_status(&namespace, &grant.name_any(), &recorded)
             .await?;
         ctx.ledger.set_held(key, held);
     }
+    status.held = list;
     Ok(())
 }
 

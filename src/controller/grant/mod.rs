@@ -82,6 +82,17 @@ fn key_of(grant: &DatabaseAccessGrant) -> GrantKey {
     ObjectRef::from_obj(grant).erase()
 }
 
+/// Wait for the target cache to have listed every target once: a pass deciding which target
+/// declares a store must not conclude "none" from a cache still empty after a start.
+async fn targets_listed(ctx: &Context) -> Result<()> {
+    let mut synced = ctx.targets_synced.clone();
+    synced
+        .wait_for(|listed| *listed)
+        .await
+        .map(|_| ())
+        .map_err(|_| Error::MissingObjectKey("a synced DatabaseTarget cache"))
+}
+
 /// Make sure the ledger knows every grant in the cache (after a start, each one's status
 /// records what it holds until it has decided again), and forgets those gone.
 pub(crate) fn seed_ledger(ctx: &Context) {
@@ -149,6 +160,7 @@ pub async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Act
     let old_status = grant.status.clone().unwrap_or_default();
     let mut status = old_status.clone();
     let before = report::ready_of(&status.conditions);
+    targets_listed(ctx).await?;
     seed_ledger(ctx);
     let held = ctx.ledger.held(&key, &old_status.held);
     status.held = held.iter().cloned().collect();
@@ -357,6 +369,7 @@ fn access(grant: &DatabaseAccessGrant, principal_id: &str) -> Access {
 /// One pass over a grant being deleted (the controller calls it through `reconcile`).
 pub async fn cleanup(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Action> {
     let key = key_of(&grant);
+    targets_listed(ctx).await?;
     seed_ledger(ctx);
     let recorded = grant
         .status
@@ -427,4 +440,40 @@ pub async fn cleanup(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<A
         .grant_status(&namespace, &grant.name_any(), &status)
         .await?;
     Err(Error::Cleanup(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target_with_ready(generation: i64, observed: i64, status: &str) -> DatabaseTarget {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dbgrant.io/v1alpha1",
+            "kind": "DatabaseTarget",
+            "metadata": {"name": "t", "generation": generation},
+            "spec": {"cosmos": {"accountResourceId": "/subscriptions/6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10/resourceGroups/rg/providers/Microsoft.DocumentDB/databaseAccounts/a"}},
+            "status": {"conditions": [{
+                "type": "Ready", "status": status, "reason": "Ready", "message": "",
+                "lastTransitionTime": "2026-11-25T00:00:00Z", "observedGeneration": observed,
+            }]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_target_is_ready_only_as_of_its_current_generation() {
+        assert_eq!(
+            target_readiness(&target_with_ready(2, 2, "True")),
+            Some(true)
+        );
+        assert_eq!(
+            target_readiness(&target_with_ready(2, 2, "False")),
+            Some(false)
+        );
+        // Checked for an older spec: not known yet.
+        assert_eq!(target_readiness(&target_with_ready(3, 2, "True")), None);
+        let mut fresh = target_with_ready(1, 1, "True");
+        fresh.status = None;
+        assert_eq!(target_readiness(&fresh), None);
+    }
 }

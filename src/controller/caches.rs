@@ -1,0 +1,64 @@
+//! The operator's own caches of grants and targets, beside the controllers' internal ones.
+//!
+//! kube-runtime's `Store::wait_until_ready` keeps one waker: with two waiters on one store
+//! (the controller's runner, which holds reconciles until its store is ready, and anyone else)
+//! one of them is never woken. A controller whose runner lost that race never reconciles at
+//! all. So nothing of ours waits on a controller's store: these caches are driven by our own
+//! watches, and say they have listed everything through a `watch` channel, which wakes every
+//! waiter.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A cache of every object of one kind, and whether it has listed them all once.
+#[derive(Clone)]
+pub struct Cache<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    /// The objects, as last seen.
+    pub store: Store<K>,
+    /// `true` once the first list is complete.
+    pub synced: watch::Receiver<bool>,
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Start watching `api` into a new cache until `shutdown`.
+    pub fn spawn(api: Api<K>, config: watcher::Config, shutdown: CancellationToken) -> Self {
+        let (store, writer) = reflector::store();
+        let (tx, synced) = watch::channel(false);
+        let events = watcher(api, config)
+            .default_backoff()
+            .reflect(writer)
+            .for_each(move |event| {
+                if let Ok(watcher::Event::InitDone) = event {
+                    tx.send_replace(true);
+                }
+                std::future::ready(())
+            });
+        tokio::spawn(async move {
+            tokio::select! {
+                () = events => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+        Self { store, synced }
+    }
+
+    /// Wait until the first list is complete (`false` if the watch stopped before).
+    pub async fn wait_synced(&self) -> bool {
+        let mut synced = self.synced.clone();
+        synced.wait_for(|listed| *listed).await.is_ok()
+    }
+}
