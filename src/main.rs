@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             match dbgrant::azure_access(&args).await {
-                Ok(cosmos) => dbgrant::run(args, cosmos, dbgrant::shutdown_signal()).await,
+                Ok(backends) => dbgrant::run(args, backends, dbgrant::shutdown_signal()).await,
                 Err(error) => Err(error),
             }
         }

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::cosmos::CosmosAccess;
+use crate::backend::Backends;
 use crate::controller::{self, ControllerSettings};
 use crate::http::{self, HttpState};
 use crate::leader::{self, ElectionSettings, Leadership};
@@ -21,7 +21,7 @@ use crate::telemetry::Metrics;
 /// leader election lacks its namespace, or the CRDs are not installed.
 pub async fn run(
     args: RunArgs,
-    cosmos: Arc<dyn CosmosAccess>,
+    backends: Backends,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = kube_client(&args).await?;
@@ -56,14 +56,14 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let result = match election {
-        None => controller::run(client, cosmos, settings, metrics, ready, shutdown.clone()).await,
+        None => controller::run(client, backends, settings, metrics, ready, shutdown.clone()).await,
         Some(election) => {
             let lead = |term| {
                 // A new term syncs its caches afresh.
                 ready.store(false, std::sync::atomic::Ordering::Release);
                 controller::run(
                     client.clone(),
-                    cosmos.clone(),
+                    backends.clone(),
                     settings.clone(),
                     metrics.clone(),
                     ready.clone(),
@@ -158,7 +158,7 @@ async fn wait_for_signal() {
 ///
 /// # Errors
 /// Fails when the Azure settings are incomplete or inconsistent.
-pub async fn azure_access(args: &RunArgs) -> anyhow::Result<Arc<dyn CosmosAccess>> {
+pub async fn azure_access(args: &RunArgs) -> anyhow::Result<Backends> {
     let config = args
         .azure
         .to_config(args.azure_tenant_id.as_deref())
@@ -174,5 +174,5 @@ pub async fn azure_access(args: &RunArgs) -> anyhow::Result<Arc<dyn CosmosAccess
     let cosmos = crate::azure::AzureCosmos::new(config, Some(Metrics::new()))
         .await
         .context("building the Azure client")?;
-    Ok(Arc::new(cosmos))
+    Ok(Backends::from_one(Arc::new(cosmos)))
 }

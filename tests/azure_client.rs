@@ -15,6 +15,7 @@ use azure_server::{
 use dbgrant::api::Reason;
 use dbgrant::azure::{AzureCosmos, OperatorCredential};
 use dbgrant::backend::cosmos::{CosmosAccess, RoleAssignment, Scope};
+use dbgrant::backend::{IdentityExchange, TokenScope};
 use dbgrant::telemetry::Metrics;
 use dbgrant_sim::tls::TlsMaterial;
 use serde_json::json;
@@ -343,9 +344,14 @@ async fn the_exchange_sends_the_assertion_and_reads_oid_and_tid() {
     .await;
     let client = server.client().await;
     let before = k8s_openapi::jiff::Timestamp::now();
-    let identity = within(client.resolve_identity(TENANT, "client-1", &Secret::new(SA_TOKEN)))
-        .await
-        .expect("resolved");
+    let identity = within(client.exchange(
+        TENANT,
+        "client-1",
+        &Secret::new(SA_TOKEN),
+        &TokenScope::CosmosDb,
+    ))
+    .await
+    .expect("resolved");
     assert_eq!(identity.principal_id, "obj-1");
     assert_eq!(identity.tenant_id, TENANT);
     assert_eq!(identity.access_token.secret(), access);
@@ -389,9 +395,14 @@ async fn each_aadsts_code_becomes_its_reason() {
         })
         .await;
         let client = server.client().await;
-        let err = within(client.resolve_identity(TENANT, "client-1", &Secret::new(SA_TOKEN)))
-            .await
-            .expect_err("refused");
+        let err = within(client.exchange(
+            TENANT,
+            "client-1",
+            &Secret::new(SA_TOKEN),
+            &TokenScope::CosmosDb,
+        ))
+        .await
+        .expect_err("refused");
         assert_eq!(err.reason, reason, "AADSTS{code}");
         assert!(
             err.message.contains(&format!("AADSTS{code}")),
@@ -596,9 +607,14 @@ async fn no_token_or_secret_reaches_the_logs_even_at_trace_level() {
     })
     .await;
     let client = server.client().await;
-    let identity = within(client.resolve_identity(TENANT, "client-1", &Secret::new(SA_TOKEN)))
-        .await
-        .expect("resolved");
+    let identity = within(client.exchange(
+        TENANT,
+        "client-1",
+        &Secret::new(SA_TOKEN),
+        &TokenScope::CosmosDb,
+    ))
+    .await
+    .expect("resolved");
     let endpoint = format!("{}cosmos/demo/", server.base);
     let probed = within(client.probe(&endpoint, &Scope::Account, &identity.access_token)).await;
     assert_eq!(probed, Ok(false));
@@ -651,7 +667,7 @@ async fn dbgrant_run_settings_build_a_working_client() {
     let cosmos = within(dbgrant::azure_access(&args)).await;
     let _ = std::fs::remove_file(&ca_file);
     let cosmos = cosmos.expect("client built from the settings");
-    let listed = within(cosmos.list_role_assignments(ACCOUNT)).await;
+    let listed = within(cosmos.cosmos.list_role_assignments(ACCOUNT)).await;
     assert_eq!(listed, Ok(Vec::new()));
     assert_eq!(server.requests().len(), 1);
 }

@@ -754,7 +754,7 @@ async fn the_operator_works_with_exactly_the_rbac_the_chart_grants() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(dbgrant::run(
         args,
-        std::sync::Arc::new(cosmos),
+        dbgrant::backend::Backends::from_one(std::sync::Arc::new(cosmos)),
         shutdown.clone(),
     ));
 

@@ -62,7 +62,11 @@ async fn start_replica(kubeconfig: &std::path::Path, azure: &AzureConfig, name: 
     };
     let cosmos = AzureCosmos::new(azure.clone(), None).await.unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(dbgrant::run(args, Arc::new(cosmos), shutdown.clone()));
+    let task = tokio::spawn(dbgrant::run(
+        args,
+        dbgrant::backend::Backends::from_one(Arc::new(cosmos)),
+        shutdown.clone(),
+    ));
     Replica {
         port,
         shutdown,

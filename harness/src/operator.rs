@@ -73,7 +73,11 @@ impl Operator {
             .await
             .context("building the operator's Azure client")?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(dbgrant::run(args, Arc::new(cosmos), shutdown.clone()));
+        let task = tokio::spawn(dbgrant::run(
+            args,
+            dbgrant::backend::Backends::from_one(Arc::new(cosmos)),
+            shutdown.clone(),
+        ));
         Ok(Self { shutdown, task })
     }
 

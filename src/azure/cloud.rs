@@ -53,6 +53,35 @@ impl Cloud {
         }
     }
 
+    /// Audience of Azure SQL (Database, Managed Instance, Synapse) tokens.
+    pub fn sql_audience(self) -> &'static str {
+        match self {
+            Self::AzurePublicCloud | Self::Custom => "https://database.windows.net",
+            Self::AzureChinaCloud => "https://database.chinacloudapi.cn",
+            Self::AzureUsGovernment => "https://database.usgovcloudapi.net",
+        }
+    }
+
+    /// Audience of Azure Database for PostgreSQL tokens.
+    pub fn postgres_audience(self) -> &'static str {
+        match self {
+            Self::AzurePublicCloud | Self::Custom => "https://ossrdbms-aad.database.windows.net",
+            Self::AzureChinaCloud => "https://ossrdbms-aad.database.chinacloudapi.cn",
+            Self::AzureUsGovernment => "https://ossrdbms-aad.database.usgovcloudapi.net",
+        }
+    }
+
+    /// The OAuth scope of a token for `scope` in this cloud.
+    pub fn scope(self, scope: &crate::backend::TokenScope) -> String {
+        use crate::backend::TokenScope;
+        match scope {
+            TokenScope::CosmosDb => self.cosmos_scope(),
+            TokenScope::AzureSql => format!("{}/.default", self.sql_audience()),
+            TokenScope::PostgreSql => format!("{}/.default", self.postgres_audience()),
+            TokenScope::Explicit(scope) => scope.clone(),
+        }
+    }
+
     /// The OAuth scope of a Cosmos DB data-plane token.
     pub fn cosmos_scope(self) -> String {
         format!("{}/.default", self.cosmos_audience())

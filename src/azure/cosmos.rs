@@ -22,6 +22,7 @@ use super::{credential, entra};
 use crate::api::Reason;
 use crate::backend::cosmos::{CosmosAccess, RoleAssignment, RoleDefinition, Scope};
 use crate::backend::{BackendError, ResolvedIdentity};
+use crate::backend::{IdentityExchange, TokenScope};
 use crate::telemetry::Metrics;
 
 /// The operator's Azure client for Cosmos DB.
@@ -31,7 +32,8 @@ pub struct AzureCosmos {
     /// credentials.
     plain: Http,
     authority_host: Url,
-    cosmos_scope: String,
+    /// The cloud, which decides each token scope.
+    cloud: super::Cloud,
 }
 
 impl std::fmt::Debug for AzureCosmos {
@@ -74,7 +76,7 @@ impl AzureCosmos {
             arm: Arm::new(arm_http, config.arm_endpoint),
             plain,
             authority_host: config.authority_host,
-            cosmos_scope: config.cloud.cosmos_scope(),
+            cloud: config.cloud,
         })
     }
 }
@@ -193,12 +195,13 @@ impl AzureCosmos {
 }
 
 #[async_trait::async_trait]
-impl CosmosAccess for AzureCosmos {
-    async fn resolve_identity(
+impl IdentityExchange for AzureCosmos {
+    async fn exchange(
         &self,
         tenant_id: &str,
         client_id: &str,
         service_account_token: &Secret,
+        scope: &TokenScope,
     ) -> Result<ResolvedIdentity, BackendError> {
         entra::exchange(
             &self.plain,
@@ -206,11 +209,14 @@ impl CosmosAccess for AzureCosmos {
             tenant_id,
             client_id,
             service_account_token,
-            &self.cosmos_scope,
+            &self.cloud.scope(scope),
         )
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl CosmosAccess for AzureCosmos {
     async fn account_endpoint(&self, account_id: &str) -> Result<String, BackendError> {
         let account = account_path(account_id)?;
         let url = self.arm.url(account, COSMOS_API_VERSION)?;

@@ -146,6 +146,9 @@ pub trait Backend: Send + Sync {
         access_token: &Secret,
     ) -> Result<bool, BackendError>;
 
+    /// The audience of the workload tokens this backend's data plane accepts.
+    fn token_scope(&self) -> TokenScope;
+
     /// Whether access should be probed before a grant is called Ready.
     fn verifies_access(&self) -> bool;
 
@@ -158,14 +161,56 @@ pub trait Backend: Send + Sync {
     fn describe_scope(&self, access: &Access) -> String;
 }
 
+/// The audience of a workload's access token: each backend asks for its own, and the cloud
+/// decides the exact scope string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TokenScope {
+    /// Cosmos DB's data plane.
+    CosmosDb,
+    /// Azure SQL Database, SQL Managed Instance and Synapse SQL.
+    AzureSql,
+    /// Azure Database for PostgreSQL.
+    PostgreSql,
+    /// A scope given as is (`https://…/.default`).
+    Explicit(String),
+}
+
+/// The Entra ID token exchange: the one way the operator learns who a workload is.
+#[async_trait::async_trait]
+pub trait IdentityExchange: Send + Sync {
+    /// Exchange a token minted for the workload's ServiceAccount for an access token of
+    /// `client_id` for `scope`, and read the principal id from it.
+    async fn exchange(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        service_account_token: &Secret,
+        scope: &TokenScope,
+    ) -> Result<ResolvedIdentity, BackendError>;
+}
+
 /// The clients backends are built from (one per external API, each a seam of its own).
 #[derive(Clone)]
 pub struct Backends {
     /// ARM and the Cosmos DB data plane.
     pub cosmos: Arc<dyn cosmos::CosmosAccess>,
+    /// Entra ID's token exchange.
+    pub entra: Arc<dyn IdentityExchange>,
 }
 
 impl Backends {
+    /// Every seam served by one client that speaks to all of them (the real Azure client, or
+    /// a test's fake).
+    pub fn from_one<C>(client: Arc<C>) -> Self
+    where
+        C: cosmos::CosmosAccess + IdentityExchange + 'static,
+    {
+        Self {
+            cosmos: client.clone(),
+            entra: client,
+        }
+    }
+
     /// The store a holding id belongs to, whichever backend kind made it.
     pub fn store_of(&self, id: &str) -> Option<String> {
         cosmos::parse_assignment_id(id).map(|(account, _)| account.to_ascii_lowercase())

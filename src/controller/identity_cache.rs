@@ -32,6 +32,8 @@ pub struct IdentityKey {
     pub client_id: String,
     /// Tenant the token was exchanged in.
     pub tenant_id: String,
+    /// The audience the token was issued for.
+    pub scope: crate::backend::TokenScope,
 }
 
 struct Entry {
@@ -99,6 +101,7 @@ mod tests {
             uid: Some(uid.into()),
             client_id: client_id.into(),
             tenant_id: "t".into(),
+            scope: crate::backend::TokenScope::CosmosDb,
         }
     }
 

@@ -32,7 +32,6 @@ use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{DatabaseAccessGrant, DatabaseTarget};
-use crate::backend::cosmos::CosmosAccess;
 use crate::backend::{Backend, Backends};
 use crate::telemetry::Metrics;
 use backoff::Backoff;
@@ -109,7 +108,7 @@ pub struct ControllerSettings {
 /// not list them.
 pub async fn run(
     client: Client,
-    cosmos: Arc<dyn CosmosAccess>,
+    backends: Backends,
     settings: ControllerSettings,
     metrics: Metrics,
     ready: Arc<AtomicBool>,
@@ -178,7 +177,7 @@ pub async fn run(
             settings.instance.clone(),
         )),
         client,
-        backends: Backends { cosmos },
+        backends,
         metrics,
         backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
         account_locks: AccountLocks::default(),

@@ -12,7 +12,7 @@ use dbgrant::api::{
 use dbgrant::backend::cosmos::{
     BUILTIN_CONTRIBUTOR, BUILTIN_READER, CosmosAccess, RoleAssignment, RoleDefinition, Scope,
 };
-use dbgrant::backend::{BackendError, ResolvedIdentity};
+use dbgrant::backend::{BackendError, IdentityExchange, ResolvedIdentity, TokenScope};
 use dbgrant::controller::cluster::Cluster;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -246,12 +246,13 @@ impl FakeCosmos {
 }
 
 #[async_trait::async_trait]
-impl CosmosAccess for FakeCosmos {
-    async fn resolve_identity(
+impl IdentityExchange for FakeCosmos {
+    async fn exchange(
         &self,
         tenant_id: &str,
         client_id: &str,
         service_account_token: &Secret,
+        _scope: &TokenScope,
     ) -> Result<ResolvedIdentity, BackendError> {
         *lock(&self.exchanges) += 1;
         let subject = service_account_token
@@ -278,7 +279,10 @@ impl CosmosAccess for FakeCosmos {
             )),
         }
     }
+}
 
+#[async_trait::async_trait]
+impl CosmosAccess for FakeCosmos {
     async fn account_endpoint(&self, account_id: &str) -> Result<String, BackendError> {
         self.account(account_id, |_| {
             Ok("https://account.documents.example/".to_string())

@@ -70,9 +70,7 @@ impl Rig {
         let ctx = Arc::new(Context {
             client: offline_client(),
             cluster: cluster.clone(),
-            backends: Backends {
-                cosmos: cosmos.clone(),
-            },
+            backends: Backends::from_one(cosmos.clone()),
             metrics: Metrics::new(),
             backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
             account_locks: locks::AccountLocks::default(),

@@ -12,7 +12,7 @@ use super::{
     role_definition_guid, role_definition_id,
 };
 use crate::api::{CosmosTarget, Reason};
-use crate::backend::{Access, Backend, BackendError, Holding};
+use crate::backend::{Access, Backend, BackendError, Holding, TokenScope};
 
 /// One target's Cosmos DB account.
 pub struct CosmosBackend {
@@ -226,6 +226,10 @@ impl Backend for CosmosBackend {
         self.access
             .probe(endpoint, &Self::scope_of(access), access_token)
             .await
+    }
+
+    fn token_scope(&self) -> TokenScope {
+        TokenScope::CosmosDb
     }
 
     fn verifies_access(&self) -> bool {

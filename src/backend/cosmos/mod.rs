@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 pub use backend::CosmosBackend;
 
-use super::{BackendError, ResolvedIdentity};
+use super::BackendError;
 use crate::api::{CosmosTarget, DatabaseAccessGrantSpec};
 
 /// UUIDv5 namespace of every id dbgrant derives. Changing it would orphan existing assignments.
@@ -201,15 +201,6 @@ pub struct RoleDefinition {
 /// that talks HTTP lives in `azure/`; each method is one logical Azure operation.
 #[async_trait::async_trait]
 pub trait CosmosAccess: Send + Sync {
-    /// Exchange a token minted for the workload's ServiceAccount for the identity's Cosmos DB
-    /// data-plane token at Entra ID, and read the principal id from it.
-    async fn resolve_identity(
-        &self,
-        tenant_id: &str,
-        client_id: &str,
-        service_account_token: &Secret,
-    ) -> Result<ResolvedIdentity, BackendError>;
-
     /// The account's data-plane endpoint. Fails when the account does not exist or the
     /// operator may not read it.
     async fn account_endpoint(&self, account_id: &str) -> Result<String, BackendError>;

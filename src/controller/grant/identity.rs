@@ -9,7 +9,7 @@ use super::super::grant_status::Step;
 use super::super::identity::claimed_identity;
 use super::super::identity_cache::IdentityKey;
 use crate::api::{DatabaseAccessGrant, DatabaseAccessGrantStatus, Reason};
-use crate::backend::ResolvedIdentity;
+use crate::backend::{ResolvedIdentity, TokenScope};
 use crate::error::{Error, Result};
 
 /// The identity, or the reported step failure (inner `Err`); the outer `Err` is an unexpected
@@ -18,6 +18,7 @@ pub(super) async fn resolve(
     grant: &DatabaseAccessGrant,
     namespace: &str,
     ctx: &Context,
+    scope: &TokenScope,
     status: &mut DatabaseAccessGrantStatus,
 ) -> Result<std::result::Result<ResolvedIdentity, (Step, Next)>> {
     let sa_name = &grant.spec.service_account_name;
@@ -51,6 +52,7 @@ pub(super) async fn resolve(
         uid: account.uid.clone(),
         client_id: claimed.client_id.clone(),
         tenant_id: claimed.tenant_id.clone(),
+        scope: scope.clone(),
     };
     if let Some(identity) = ctx.identities.get(&key, Timestamp::now()) {
         status.principal_id = Some(identity.principal_id.clone());
@@ -64,8 +66,8 @@ pub(super) async fn resolve(
     };
     match ctx
         .backends
-        .cosmos
-        .resolve_identity(&claimed.tenant_id, &claimed.client_id, &token)
+        .entra
+        .exchange(&claimed.tenant_id, &claimed.client_id, &token, scope)
         .await
     {
         Ok(identity) => {

@@ -276,8 +276,13 @@ async fn evaluate(
             false
         }
         Gate::Open => {
-            // --- gather: the identity, through the grant's own ServiceAccount ---
-            match identity::resolve(grant, namespace, ctx, status).await? {
+            // --- gather: the identity, through the grant's own ServiceAccount, for the
+            // audience the backend's data plane accepts ---
+            let scope = match &backend {
+                Some(Ok(backend)) => backend.token_scope(),
+                _ => crate::backend::TokenScope::CosmosDb,
+            };
+            match identity::resolve(grant, namespace, ctx, &scope, status).await? {
                 Ok(resolved) => {
                     pass.outcome.identity = Some(Step::ok(
                         Reason::Resolved,
