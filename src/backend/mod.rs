@@ -114,6 +114,9 @@ pub trait Backend: Send + Sync {
     /// The store this target declares (lower-cased), the unit of write serialisation.
     fn store(&self) -> String;
 
+    /// The short name users know the store by (account or server), for `kubectl get`.
+    fn display_name(&self) -> String;
+
     /// The store a holding id belongs to, when it is an id this backend kind makes.
     fn store_of(&self, holding_id: &str) -> Option<String>;
 

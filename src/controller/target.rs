@@ -61,14 +61,12 @@ pub async fn apply(target: Arc<DatabaseTarget>, ctx: &Context) -> Result<Action>
         .filter(|g| g.spec.target == name)
         .count();
     status.grant_count = Some(i32::try_from(using).unwrap_or(i32::MAX));
-    status.backend = target.spec.backend_kind().map(str::to_string);
-    if let Some(cosmos) = &target.spec.cosmos {
-        status.account = Some(cosmos.account_name().to_string());
-    }
 
     let outcome = match ctx.backends.for_target(&name, &target.spec) {
         Err(error) => Err(error),
         Ok(backend) => {
+            status.backend = Some(backend.kind().to_string());
+            status.account = Some(backend.display_name());
             let Some(_guard) = ctx.account_locks.try_lock(&backend.store()) else {
                 // A grant is writing on this store right now; converge on the next pass.
                 return Ok(Action::requeue(std::time::Duration::from_secs(2)));

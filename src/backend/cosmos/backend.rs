@@ -136,6 +136,10 @@ impl Backend for CosmosBackend {
         self.account().to_ascii_lowercase()
     }
 
+    fn display_name(&self) -> String {
+        self.target.account_name().to_string()
+    }
+
     fn store_of(&self, holding_id: &str) -> Option<String> {
         parse_assignment_id(holding_id).map(|(account, _)| account.to_ascii_lowercase())
     }
@@ -244,7 +248,7 @@ impl Backend for CosmosBackend {
         let definitions = match self.access.list_role_definitions(account).await {
             Ok(definitions) => definitions,
             // The account (or its group or subscription) is gone, its definitions with it.
-            Err(error) if error.reason == Reason::TargetNotFound => return Ok(Vec::new()),
+            Err(error) if error.is_not_found() => return Ok(Vec::new()),
             Err(error) => return Err(error),
         };
         let owned = self.owned_definitions(&definitions);
