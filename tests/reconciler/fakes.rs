@@ -165,6 +165,8 @@ pub struct FakeCosmos {
     pub put_fault: Mutex<Option<Fault>>,
     pub delete_fault: Mutex<Option<Fault>>,
     pub exchanges: Mutex<usize>,
+    /// Entra ID answers 503 to every exchange.
+    pub entra_down: Mutex<bool>,
     pub writes: Mutex<Vec<String>>,
 }
 
@@ -255,6 +257,12 @@ impl IdentityExchange for FakeCosmos {
         _scope: &TokenScope,
     ) -> Result<ResolvedIdentity, BackendError> {
         *lock(&self.exchanges) += 1;
+        if *lock(&self.entra_down) {
+            return Err(BackendError::new(
+                Reason::AzureUnavailable,
+                "Entra ID answered 503",
+            ));
+        }
         let subject = service_account_token
             .secret()
             .strip_prefix("sa-token:")

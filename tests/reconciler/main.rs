@@ -665,3 +665,53 @@ async fn access_never_granted_is_not_restored_by_drift_repair_and_one_grants_fai
             .any(|c| c.type_ == "Ready" && c.status == "True")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_entra_outage_after_a_restart_keeps_access_that_is_still_allowed() {
+    let rig = shop().await;
+    let rig = rig.restart();
+    *rig.cosmos.entra_down.lock().unwrap() = true;
+    rig.settle().await;
+    assert_eq!(
+        rig.condition("shop", "reader", "IdentityResolved"),
+        Some(("False".into(), "AzureUnavailable".into()))
+    );
+    assert_eq!(
+        rig.access_on("acct"),
+        reader_access(),
+        "nothing revoked on a passing failure"
+    );
+    assert_eq!(
+        rig.grant("shop", "reader").status.unwrap().held.len(),
+        1,
+        "still recorded"
+    );
+    *rig.cosmos.entra_down.lock().unwrap() = false;
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("True".into(), "Ready".into()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_a_sharer_that_has_not_decided_yet_keeps_the_shared_access() {
+    let rig = two_sharers().await.restart();
+    rig.namespace("shop-canary", &[("team", "other")]);
+    // Only the refused grant has been looked at since the start.
+    rig.reconcile("shop-canary", "reader").await;
+    assert_eq!(
+        rig.access_on("acct"),
+        reader_access(),
+        "the allowed sharer's access is not cut"
+    );
+    rig.settle().await;
+    assert_eq!(rig.access_on("acct"), reader_access());
+    assert!(
+        rig.grant("shop-canary", "reader")
+            .status
+            .unwrap()
+            .held
+            .is_empty()
+    );
+}
