@@ -368,3 +368,55 @@ fn deletion_policy_defaults_to_delete() {
         "Delete"
     );
 }
+
+fn postgres_target() -> Value {
+    json!({
+        "apiVersion": "dbgrant.io/v1alpha1",
+        "kind": "DatabaseTarget",
+        "metadata": {"name": "pg-demo"},
+        "spec": {
+            "postgres": {
+                "server": "shop.postgres.database.azure.com",
+                "adminRole": "dbgrant-operator",
+                "database": "orders",
+                "roles": {
+                    "reader": {"memberOf": ["app_reader"]},
+                    "contributor": {"schemas": [{"schema": "sales", "privileges": ["SELECT", "INSERT"]}]}
+                }
+            },
+            "allowedNamespaces": {},
+            "allowedRoles": ["reader", "contributor"]
+        }
+    })
+}
+
+#[test]
+fn a_postgres_target_is_accepted_and_its_identifiers_are_bounded_in_bytes() {
+    let errors = api_server_errors(&postgres_target());
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let mut target = postgres_target();
+    // 32 two-byte characters: 32 characters but 64 bytes, which PostgreSQL would truncate.
+    target["spec"]["postgres"]["roles"]["reader"]["memberOf"] = json!(["é".repeat(32)]);
+    assert_rejected(&target, "role names are 1 to 63 bytes");
+
+    let mut target = postgres_target();
+    target["spec"]["postgres"]["roles"]["reader"]["memberOf"] = json!(["azure_pg_admin"]);
+    assert_rejected(&target, "not reserved");
+
+    let mut target = postgres_target();
+    target["spec"]["postgres"]["database"] = json!("postgres");
+    assert_rejected(&target, "not postgres, template0");
+
+    let mut target = postgres_target();
+    target["spec"]["allowedRoles"] = json!(["reader", "owner"]);
+    assert_rejected(&target, "every entry of allowedRoles must be declared");
+
+    let mut target = postgres_target();
+    target["spec"]["cosmos"] = example("10-target-cosmos-demo.yaml")["spec"]["cosmos"].clone();
+    assert_rejected(&target, "exactly one backend block must be set");
+
+    let mut target = postgres_target();
+    target["spec"]["postgres"]["roles"]["reader"] = json!({});
+    assert_rejected(&target, "at least one role in memberOf or one schema");
+}

@@ -16,7 +16,8 @@ pub use grant::{
 };
 pub use reason::Reason;
 pub use target::{
-    BUILTIN_ROLES, CosmosRole, CosmosTarget, DatabaseTarget, DatabaseTargetSpec,
+    BUILTIN_ROLES, CosmosRole, CosmosTarget, DatabaseTarget, DatabaseTargetSpec, PostgresRole,
+    PostgresTarget, SchemaPrivileges, TablePrivilege,
     DatabaseTargetStatus,
 };
 

@@ -41,6 +41,14 @@ pub enum Reason {
     PolicyDenied,
     /// The ServiceAccount named by `spec.serviceAccountName` does not exist in the namespace.
     ServiceAccountNotFound,
+    /// The database is not set up for dbgrant: the operator's role is not an Entra admin of
+    /// the PostgreSQL server, or lacks ADMIN OPTION on a role the target declares. The
+    /// message names the missing piece and the statement that fixes it.
+    TargetNotPrepared,
+    /// A database role that dbgrant would create or use already exists for someone else
+    /// (a role of the same name mapped to another Entra object id, or not an Entra role at
+    /// all). dbgrant never takes it over; rename or drop it.
+    RoleConflict,
     /// The ServiceAccount lacks the `azure.workload.identity/client-id` annotation, or it is
     /// not a GUID.
     IdentityAnnotationMissing,
@@ -87,6 +95,8 @@ impl Reason {
             Self::TargetNotReady => "TargetNotReady",
             Self::PolicyDenied => "PolicyDenied",
             Self::ServiceAccountNotFound => "ServiceAccountNotFound",
+            Self::TargetNotPrepared => "TargetNotPrepared",
+            Self::RoleConflict => "RoleConflict",
             Self::IdentityAnnotationMissing => "IdentityAnnotationMissing",
             Self::IdentityNotFederated => "IdentityNotFederated",
             Self::UnknownClientId => "UnknownClientId",
@@ -101,7 +111,7 @@ impl Reason {
     }
 
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 26] = [
         Self::Ready,
         Self::Resolved,
         Self::Granted,
@@ -116,6 +126,8 @@ impl Reason {
         Self::TargetNotReady,
         Self::PolicyDenied,
         Self::ServiceAccountNotFound,
+        Self::TargetNotPrepared,
+        Self::RoleConflict,
         Self::IdentityAnnotationMissing,
         Self::IdentityNotFederated,
         Self::UnknownClientId,

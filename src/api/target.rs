@@ -60,13 +60,18 @@ pub const BUILTIN_ROLES: [&str; 2] = ["reader", "contributor"];
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("[has(self.cosmos)].filter(b, b).size() == 1").message("exactly one backend block must be set; supported: cosmos"))]
-#[x_kube(validation = Rule::new("!has(self.allowedRoles) || self.allowedRoles.all(r, r == 'reader' || r == 'contributor' || (has(self.cosmos) && has(self.cosmos.roles) && r in self.cosmos.roles))").message("every entry of allowedRoles must be 'reader', 'contributor' or a custom role declared under cosmos.roles").field_path(".allowedRoles"))]
+#[x_kube(validation = Rule::new("[has(self.cosmos), has(self.postgres)].filter(b, b).size() == 1").message("exactly one backend block must be set; supported: cosmos, postgres"))]
+#[x_kube(validation = Rule::new("!has(self.allowedRoles) || self.allowedRoles.all(r, has(self.postgres) ? (has(self.postgres.roles) && r in self.postgres.roles) : (r == 'reader' || r == 'contributor' || (has(self.cosmos) && has(self.cosmos.roles) && r in self.cosmos.roles)))").message("every entry of allowedRoles must be declared: 'reader', 'contributor' or a custom role under cosmos.roles; for postgres, a role under postgres.roles (reader and contributor included)").field_path(".allowedRoles"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseTargetSpec {
     /// An Azure Cosmos DB account (NoSQL API). Exactly one backend block is set per target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cosmos: Option<CosmosTarget>,
+
+    /// An Azure Database for PostgreSQL flexible server (one database on it). Exactly one
+    /// backend block is set per target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresTarget>,
 
     /// Which namespaces may create grants against this target, by namespace labels.
     /// Absent: no namespace may use the target. `{}`: every namespace may.
@@ -132,6 +137,138 @@ pub struct CosmosRole {
     pub data_actions: Vec<String>,
 }
 
+/// An Azure Database for PostgreSQL flexible server whose Entra-mapped login roles dbgrant
+/// manages in one database.
+///
+/// The operator signs in as `adminRole` with its own Entra token and must be one of the
+/// server's Entra admins (a member of `azure_pg_admin` with CREATEROLE) holding ADMIN OPTION
+/// on every role named under `roles[*].memberOf`; otherwise the target reports
+/// `TargetNotPrepared` with the statement that fixes it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresTarget {
+    /// Host name of the server, for example `shop-prod.postgres.database.azure.com`. TLS is
+    /// always verified against it.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$')").message("must be a host name (letters, digits, '-' and '.')"))]
+    pub server: String,
+
+    /// TCP port of the server. Default 5432.
+    #[serde(default = "default_postgres_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+
+    /// Full Azure Resource Manager id of the flexible server, for example
+    /// `/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/shop/providers/Microsoft.DBforPostgreSQL/flexibleServers/shop-prod`.
+    /// Optional: when set, the operator checks in Azure that it is one of the server's Entra
+    /// administrators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('(?i)^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/resourcegroups/[^/]{1,90}/providers/microsoft[.]dbforpostgresql/flexibleservers/[a-z0-9][-a-z0-9]{1,61}[a-z0-9]$')").message("must be the full ARM id of a PostgreSQL flexible server: /subscriptions/<subscription GUID>/resourceGroups/<group>/providers/Microsoft.DBforPostgreSQL/flexibleServers/<server>"))]
+    pub server_resource_id: Option<String>,
+
+    /// The PostgreSQL role the operator's Entra identity signs in as: the name its Entra
+    /// admin role was created under on the server, for example `dbgrant-operator`.
+    #[x_kube(validation = Rule::new("self.size() >= 1 && bytes(self).size() <= 63").message("a PostgreSQL identifier: 1 to 63 bytes (longer names are truncated by PostgreSQL)"))]
+    pub admin_role: String,
+
+    /// Database grants apply in when a grant names none. Not `postgres`, `template0`,
+    /// `template1`, `azure_maintenance` or `azure_sys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.size() >= 1 && bytes(self).size() <= 63 && !(self in ['postgres', 'template0', 'template1', 'azure_maintenance', 'azure_sys'])").message("a database name of 1 to 63 bytes, not postgres, template0, template1, azure_maintenance or azure_sys"))]
+    pub database: Option<String>,
+
+    /// What each role grants may ask for means in the database, by name: `reader`,
+    /// `contributor` and custom roles alike (PostgreSQL has no built-in meaning for them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(name, name.size() <= 63 && name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))").message("role names are lowercase letters, digits and '-', and at most 63 characters"))]
+    pub roles: BTreeMap<String, PostgresRole>,
+
+    /// Sign in with each workload's token and check its privileges before a grant is Ready.
+    /// Default `true`. Set `false` when the operator cannot reach the server as the workload.
+    #[serde(default = "default_true")]
+    pub verify_access: bool,
+}
+
+fn default_postgres_port() -> u16 {
+    5432
+}
+
+/// What one role means on a PostgreSQL database: membership in platform-owned roles
+/// (preferred: the platform decides their privileges), privileges on the tables of schemas,
+/// or both.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.memberOf) + size(self.schemas) >= 1").message("a role must name at least one role in memberOf or one schema"))]
+pub struct PostgresRole {
+    /// Platform-owned roles (usually NOLOGIN) the workload's login role becomes a member of,
+    /// for example `app_reader`. The operator needs ADMIN OPTION on each.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(r, r.size() >= 1 && bytes(r).size() <= 63 && !r.startsWith('pg_') && !(r in ['azure_pg_admin', 'azuresu', 'azure_superuser', 'postgres', 'public', 'replication']))").message("role names are 1 to 63 bytes and not reserved (pg_*, azure_pg_admin, azuresu, azure_superuser, postgres, public, replication)"))]
+    pub member_of: Vec<String>,
+
+    /// Privileges on every table of a schema (with USAGE on the schema).
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub schemas: Vec<SchemaPrivileges>,
+}
+
+/// Table privileges on the tables of one schema.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaPrivileges {
+    /// The schema, for example `sales`. Not `pg_catalog`, `information_schema` or `pg_toast`.
+    #[x_kube(validation = Rule::new("self.size() >= 1 && bytes(self).size() <= 63 && !self.startsWith('pg_') && self != 'information_schema'").message("a schema name of 1 to 63 bytes, not pg_* or information_schema"))]
+    pub schema: String,
+
+    /// Privileges on every table of the schema.
+    #[schemars(length(min = 1, max = 4))]
+    pub privileges: Vec<TablePrivilege>,
+}
+
+/// A privilege on tables. Nothing database- or server-wide, and never WITH GRANT OPTION.
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+pub enum TablePrivilege {
+    /// Read rows.
+    #[serde(rename = "SELECT")]
+    Select,
+    /// Add rows.
+    #[serde(rename = "INSERT")]
+    Insert,
+    /// Change rows.
+    #[serde(rename = "UPDATE")]
+    Update,
+    /// Remove rows.
+    #[serde(rename = "DELETE")]
+    Delete,
+}
+
+impl TablePrivilege {
+    /// The SQL keyword.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            Self::Select => "SELECT",
+            Self::Insert => "INSERT",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
 /// Observed state of a `DatabaseTarget`, written by the operator.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -171,7 +308,11 @@ impl DatabaseTargetSpec {
 
     /// Short name of the backend block that is set.
     pub fn backend_kind(&self) -> Option<&'static str> {
-        self.cosmos.as_ref().map(|_| "cosmos")
+        match (&self.cosmos, &self.postgres) {
+            (Some(_), _) => Some("cosmos"),
+            (None, Some(_)) => Some("postgres"),
+            (None, None) => None,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! controllers never see HTTP and tests can swap the implementation.
 
 pub mod cosmos;
+pub mod postgres;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,6 +200,8 @@ pub struct Backends {
     pub cosmos: Arc<dyn cosmos::CosmosAccess>,
     /// Entra ID's token exchange.
     pub entra: Arc<dyn IdentityExchange>,
+    /// The operator's PostgreSQL connections (unconfigured until set: every call says so).
+    pub postgres: Arc<postgres::PostgresClients>,
 }
 
 impl Backends {
@@ -211,12 +214,15 @@ impl Backends {
         Self {
             cosmos: client.clone(),
             entra: client,
+            postgres: Arc::new(postgres::PostgresClients::unconfigured()),
         }
     }
 
     /// The store a holding id belongs to, whichever backend kind made it.
     pub fn store_of(&self, id: &str) -> Option<String> {
-        cosmos::parse_assignment_id(id).map(|(account, _)| account.to_ascii_lowercase())
+        cosmos::parse_assignment_id(id)
+            .map(|(account, _)| account.to_ascii_lowercase())
+            .or_else(|| postgres::store_of(id))
     }
 
     /// The backend behind `target`'s backend block: the one dispatch on the kind of database.
@@ -228,13 +234,18 @@ impl Backends {
         name: &str,
         spec: &crate::api::DatabaseTargetSpec,
     ) -> Result<Arc<dyn Backend>, BackendError> {
-        match &spec.cosmos {
-            Some(cosmos) => Ok(Arc::new(cosmos::CosmosBackend::new(
+        match (&spec.cosmos, &spec.postgres) {
+            (Some(cosmos), _) => Ok(Arc::new(cosmos::CosmosBackend::new(
                 name,
                 cosmos.clone(),
                 self.cosmos.clone(),
             ))),
-            None => Err(BackendError::new(
+            (None, Some(pg)) => Ok(Arc::new(postgres::PostgresBackend::new(
+                name,
+                pg.clone(),
+                self.postgres.clone(),
+            ))),
+            (None, None) => Err(BackendError::new(
                 Reason::InvalidSpec,
                 "no supported backend block is set",
             )),

@@ -245,6 +245,7 @@ mod tests {
     fn target(team: Option<&str>, roles: &[&str]) -> DatabaseTargetSpec {
         DatabaseTargetSpec {
             cosmos: None,
+            postgres: None,
             allowed_namespaces: team.map(|t| LabelSelector {
                 match_labels: Some(BTreeMap::from([("team".to_string(), t.to_string())])),
                 match_expressions: None,

@@ -103,6 +103,7 @@ mod tests {
     fn target(selector: Option<LabelSelector>, roles: &[&str]) -> DatabaseTargetSpec {
         DatabaseTargetSpec {
             cosmos: None,
+            postgres: None,
             allowed_namespaces: selector,
             allowed_roles: roles.iter().map(|r| r.to_string()).collect(),
         }
