@@ -170,9 +170,37 @@ pub async fn azure_access(args: &RunArgs) -> anyhow::Result<Backends> {
         credential = ?config.credential,
         "Azure client configured"
     );
+    let postgres = postgres_clients(&config).context("building the PostgreSQL client")?;
     // Metrics' Azure family is process-wide, so this handle feeds the served registry.
     let cosmos = crate::azure::AzureCosmos::new(config, Some(Metrics::new()))
         .await
         .context("building the Azure client")?;
-    Ok(Backends::from_one(Arc::new(cosmos)))
+    let mut backends = Backends::from_one(Arc::new(cosmos));
+    backends.postgres = Arc::new(postgres);
+    Ok(backends)
+}
+
+/// The operator's PostgreSQL connections: its own Entra credential for the cloud's
+/// PostgreSQL scope, and TLS trusting what the Azure client trusts.
+fn postgres_clients(
+    config: &crate::azure::AzureConfig,
+) -> anyhow::Result<crate::backend::postgres::PostgresClients> {
+    use crate::azure::{credential, pipeline};
+    use crate::backend::postgres::{CredentialToken, PostgresClients};
+    let transport = pipeline::transport(config.extra_ca_pem.as_deref())?;
+    let credential = credential::build(
+        &config.credential,
+        &config.tenant_id,
+        &config.authority_host,
+        transport,
+        Some(Metrics::new()),
+    )?;
+    let scope = config
+        .cloud
+        .scope(&crate::backend::TokenScope::PostgreSql);
+    let tls = pipeline::tls_config(config.extra_ca_pem.as_deref())?;
+    Ok(PostgresClients::new(
+        Arc::new(CredentialToken::new(credential, scope)),
+        tls,
+    ))
 }
