@@ -1,7 +1,8 @@
 //! Logs and metrics.
 //!
-//! Metric labels come from closed sets (controller, result, reason), never from object names or
-//! error text, so a large fleet cannot blow up the series count.
+//! Metric labels come from closed sets (controller, result, reason), never from error text, so
+//! a large fleet cannot blow up the series count. The one exception is the token-expiry gauge,
+//! one series per grant with a token Secret (namespace and grant name only: never a token).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -71,6 +72,15 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabel, Histogram>,
     drift_restored: Counter,
+    token_refreshes: Family<TokenRefreshLabels, Counter>,
+}
+
+/// Labels of the token-refresh counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenRefreshLabels {
+    /// `exchanged` (a new token from Entra ID), `shared` (one another grant's refresh had just
+    /// obtained), `failed`.
+    pub result: &'static str,
 }
 
 /// A label naming the controller.
@@ -123,12 +133,19 @@ impl Metrics {
             "HTTP requests to Azure, by operation and result",
             AZURE_REQUESTS.clone(),
         );
+        let token_refreshes = Family::<TokenRefreshLabels, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Token Secret refreshes, by result",
+            token_refreshes.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             reconciles,
             failures,
             duration,
             drift_restored,
+            token_refreshes,
         }
     }
 
@@ -164,6 +181,13 @@ impl Metrics {
         self.drift_restored.inc();
     }
 
+    /// Count one token Secret refresh by result.
+    pub fn token_refresh(&self, result: &'static str) {
+        self.token_refreshes
+            .get_or_create(&TokenRefreshLabels { result })
+            .inc();
+    }
+
     /// Count one HTTP request to Azure.
     pub fn azure_request(&self, operation: &'static str, result: &'static str) {
         AZURE_REQUESTS
@@ -178,6 +202,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .register_collector(Box::new(GrantStates { store }));
+    }
+
+    /// Export each token Secret's seconds to expiry, from the grants' `status.tokenExpiresAt`
+    /// at scrape time (a gauge set per pass would stand still between passes).
+    pub fn register_token_expiry(&self, store: Store<DatabaseAccessGrant>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register_collector(Box::new(TokenExpiry { store }));
     }
 
     /// Render every metric in the OpenMetrics text format.
@@ -236,6 +269,55 @@ impl Collector for GrantStates {
         let metric = encoder.encode_descriptor(
             "grants",
             "Grants by Ready status and reason",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
+}
+
+/// Labels of the token-expiry gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenExpiryLabels {
+    namespace: String,
+    grant: String,
+}
+
+/// Seconds until each token Secret's token expires, on each scrape.
+struct TokenExpiry {
+    store: Store<DatabaseAccessGrant>,
+}
+
+impl std::fmt::Debug for TokenExpiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenExpiry").finish_non_exhaustive()
+    }
+}
+
+impl Collector for TokenExpiry {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family =
+            Family::<TokenExpiryLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        for grant in self.store.state() {
+            let Some(expires) = grant
+                .status
+                .as_ref()
+                .and_then(|s| s.token_expires_at.as_ref())
+            else {
+                continue;
+            };
+            let labels = TokenExpiryLabels {
+                namespace: grant.metadata.namespace.clone().unwrap_or_default(),
+                grant: grant.metadata.name.clone().unwrap_or_default(),
+            };
+            family
+                .get_or_create(&labels)
+                .set(expires.0.duration_since(now).as_secs_f64());
+        }
+        let metric = encoder.encode_descriptor(
+            "token_expiry_seconds",
+            "Seconds until the token in each grant's token Secret expires",
             None,
             family.metric_type(),
         )?;

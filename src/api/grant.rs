@@ -107,14 +107,83 @@ pub struct DatabaseAccessGrantSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// Where to keep the workload's access token.
+/// Where to keep the workload's access token, in which shapes, and how to keep it fresh.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!(has(self.refreshBefore) && has(self.refreshAtPercent))").message("set refreshBefore or refreshAtPercent, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenSecretSpec {
-    /// Name of the Secret, in this namespace, that the operator creates and keeps fresh.
+    /// Name of the Secret, in this namespace, that the operator creates and keeps fresh. A
+    /// Secret of that name that dbgrant did not create for this grant is never touched.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
     pub name: String,
+
+    /// Entra ID scope the token is issued for. Absent: the target's database audience
+    /// (`https://cosmos.azure.com/.default` for Cosmos DB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^(https://|api://)[^?#\\s]+/[.]default$')").message("must be an Entra ID scope of the form https://<resource>/.default or api://<app>/.default"))]
+    pub scope: Option<String>,
+
+    /// Extra shapes of the token to write next to the standard keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g == f))").message("each format may be listed once"))]
+    pub formats: Vec<TokenFormat>,
+
+    /// Refresh this long before the token expires, as a duration (`30m`, `1h`); at least
+    /// `10m`. Absent (and no `refreshAtPercent`): at half the token's lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && duration(self) >= duration('10m')").message("must be a duration of hours, minutes and seconds (e.g. 30m, 1h30m) of at least 10m"))]
+    pub refresh_before: Option<String>,
+
+    /// Refresh once this percentage of the token's lifetime has passed (10 to 90). Never
+    /// later than 10 minutes before expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 90))]
+    pub refresh_at_percent: Option<u8>,
+
+    /// Workloads of this namespace to restart (as `kubectl rollout restart` does) after each
+    /// refresh, for programs that read the token only at start. At most once per token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart: Vec<WorkloadRef>,
+}
+
+/// An extra shape of the access token in the Secret.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum TokenFormat {
+    /// Key `authorization`: the Cosmos DB `Authorization` header value
+    /// (`type=aad&ver=1.0&sig=<token>`, URL-encoded as Cosmos DB expects it).
+    CosmosAuthorizationHeader,
+    /// Key `password`: the token as the password of a PostgreSQL (Entra) login.
+    PostgresPassword,
+    /// Keys `accessToken` and `token.json`, shaped as `az account get-access-token` prints.
+    AzureCli,
+}
+
+/// A Deployment or StatefulSet of the grant's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: WorkloadKind,
+    /// Its name.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a workload name: lowercase letters, digits, '-' and '.'"))]
+    pub name: String,
+}
+
+/// Kinds of workload a refresh may restart.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
 }
 
 /// What deleting a grant does to the access in Azure.
@@ -171,4 +240,9 @@ pub struct DatabaseAccessGrantStatus {
     /// When the access token in the token Secret expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_expires_at: Option<Time>,
+
+    /// Name of the token Secret dbgrant made for this grant, so it can be deleted when
+    /// `tokenSecret` is removed or renamed (only if it is still dbgrant's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_name: Option<String>,
 }

@@ -12,13 +12,12 @@ mod target;
 pub use conditions::{ConditionType, Status, set_condition};
 pub use grant::{
     DatabaseAccessGrant, DatabaseAccessGrantSpec, DatabaseAccessGrantStatus, DeletionPolicy,
-    TokenSecretSpec,
+    TokenFormat, TokenSecretSpec, WorkloadKind, WorkloadRef,
 };
 pub use reason::Reason;
 pub use target::{
-    BUILTIN_ROLES, CosmosRole, CosmosTarget, DatabaseTarget, DatabaseTargetSpec, PostgresRole,
-    PostgresTarget, SchemaPrivileges, TablePrivilege,
-    DatabaseTargetStatus,
+    BUILTIN_ROLES, CosmosRole, CosmosTarget, DatabaseTarget, DatabaseTargetSpec,
+    DatabaseTargetStatus, PostgresRole, PostgresTarget, SchemaPrivileges, TablePrivilege,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -29,6 +29,9 @@ pub enum Reason {
     /// AccessGranted: the principal or scope changed; the new assignment is being created
     /// and the old one removed afterwards.
     Replacing,
+    /// TokenProjected: refreshing the token failed (Entra ID unreachable or throttling); the
+    /// Secret keeps its current, still valid token and the refresh is retried with backoff.
+    RefreshDelayed,
 
     // --- the user (app team) must act ---
     /// The spec cannot be acted on (for example a role the target does not declare).
@@ -57,6 +60,9 @@ pub enum Reason {
     IdentityNotFederated,
     /// Entra ID does not know the client id in the annotation (AADSTS700016).
     UnknownClientId,
+    /// TokenProjected: a Secret of the name in `spec.tokenSecret` exists and was not made by
+    /// dbgrant for this grant; it is left untouched.
+    SecretConflict,
 
     // --- Azure or the platform must recover ---
     /// Azure does not know the principal yet (a new identity still replicating). Retried with
@@ -90,6 +96,7 @@ impl Reason {
             Self::Waiting => "Waiting",
             Self::PropagationPending => "PropagationPending",
             Self::Replacing => "Replacing",
+            Self::RefreshDelayed => "RefreshDelayed",
             Self::InvalidSpec => "InvalidSpec",
             Self::TargetNotFound => "TargetNotFound",
             Self::TargetNotReady => "TargetNotReady",
@@ -100,6 +107,7 @@ impl Reason {
             Self::IdentityAnnotationMissing => "IdentityAnnotationMissing",
             Self::IdentityNotFederated => "IdentityNotFederated",
             Self::UnknownClientId => "UnknownClientId",
+            Self::SecretConflict => "SecretConflict",
             Self::PrincipalNotFound => "PrincipalNotFound",
             Self::AzureThrottled => "AzureThrottled",
             Self::AzureForbidden => "AzureForbidden",
@@ -111,7 +119,7 @@ impl Reason {
     }
 
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 28] = [
         Self::Ready,
         Self::Resolved,
         Self::Granted,
@@ -121,6 +129,7 @@ impl Reason {
         Self::Waiting,
         Self::PropagationPending,
         Self::Replacing,
+        Self::RefreshDelayed,
         Self::InvalidSpec,
         Self::TargetNotFound,
         Self::TargetNotReady,
@@ -131,6 +140,7 @@ impl Reason {
         Self::IdentityAnnotationMissing,
         Self::IdentityNotFederated,
         Self::UnknownClientId,
+        Self::SecretConflict,
         Self::PrincipalNotFound,
         Self::AzureThrottled,
         Self::AzureForbidden,
@@ -152,6 +162,7 @@ impl Reason {
                 | Self::IdentityAnnotationMissing
                 | Self::IdentityNotFederated
                 | Self::UnknownClientId
+                | Self::SecretConflict
         )
     }
 }

@@ -3,18 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use azure_core::credentials::Secret;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, ServiceAccount};
+use azure_core::credentials::Secret as Token;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 
 use super::report;
 use crate::api::{
     DatabaseAccessGrant, DatabaseAccessGrantStatus, DatabaseTarget, DatabaseTargetStatus,
+    WorkloadKind,
 };
-use crate::backend::ResolvedIdentity;
-use crate::error::Result;
 
 /// What the reconcilers need from the Kubernetes API.
 #[async_trait::async_trait]
@@ -37,7 +38,7 @@ pub trait Cluster: Send + Sync {
     ) -> Result<Option<ObjectMeta>, kube::Error>;
 
     /// A short-lived token for the ServiceAccount, for the token exchange (TokenRequest).
-    async fn mint_token(&self, namespace: &str, name: &str) -> Result<Secret, kube::Error>;
+    async fn mint_token(&self, namespace: &str, name: &str) -> Result<Token, kube::Error>;
 
     /// Replace a grant's status.
     async fn grant_status(
@@ -54,13 +55,35 @@ pub trait Cluster: Send + Sync {
         status: &DatabaseTargetStatus,
     ) -> Result<(), kube::Error>;
 
-    /// Create or update the grant's token Secret.
-    async fn token_secret(
+    /// A Secret, read live (dbgrant keeps no cache of Secrets), or `None`.
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, kube::Error>;
+
+    /// Create a Secret; a 409 when one of that name appeared meanwhile.
+    async fn create_secret(&self, secret: &Secret) -> Result<(), kube::Error>;
+
+    /// Replace a Secret as read: `metadata.resourceVersion` makes it a 409 when the Secret
+    /// changed since (someone else's write is never overwritten blindly).
+    async fn replace_secret(&self, secret: &Secret) -> Result<(), kube::Error>;
+
+    /// Delete a Secret, only if it is still the object with `uid` (a Secret recreated by
+    /// someone else under the name is left alone). Gone already is success.
+    async fn delete_secret(
         &self,
-        grant: &DatabaseAccessGrant,
+        namespace: &str,
         name: &str,
-        identity: &ResolvedIdentity,
-    ) -> Result<()>;
+        uid: &str,
+    ) -> Result<(), kube::Error>;
+
+    /// Restart a workload's pods as `kubectl rollout restart` does: set `annotation` to
+    /// `value` on its pod template (the same value twice restarts nothing).
+    async fn restart_workload(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+        name: &str,
+        annotation: &str,
+        value: &str,
+    ) -> Result<(), kube::Error>;
 
     /// Publish an event on an object. Never fails: events are a courtesy, status the record.
     async fn event(&self, object: ObjectReference, warning: bool, reason: &str, note: String);
@@ -117,7 +140,7 @@ impl Cluster for KubeCluster {
         )
     }
 
-    async fn mint_token(&self, namespace: &str, name: &str) -> Result<Secret, kube::Error> {
+    async fn mint_token(&self, namespace: &str, name: &str) -> Result<Token, kube::Error> {
         super::identity::mint_exchange_token(&self.client, namespace, name).await
     }
 
@@ -140,13 +163,77 @@ impl Cluster for KubeCluster {
         report::apply_status(&api, name, status).await
     }
 
-    async fn token_secret(
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
+        Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+    }
+
+    async fn create_secret(&self, secret: &Secret) -> Result<(), kube::Error> {
+        let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
+        Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), secret)
+            .await
+            .map(|_| ())
+    }
+
+    async fn replace_secret(&self, secret: &Secret) -> Result<(), kube::Error> {
+        let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
+        let name = secret.metadata.name.as_deref().unwrap_or_default();
+        Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .replace(name, &PostParams::default(), secret)
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_secret(
         &self,
-        grant: &DatabaseAccessGrant,
+        namespace: &str,
         name: &str,
-        identity: &ResolvedIdentity,
-    ) -> Result<()> {
-        crate::token::write_token_secret(&self.client, grant, name, identity).await
+        uid: &str,
+    ) -> Result<(), kube::Error> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .delete(name, &params)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn restart_workload(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+        name: &str,
+        annotation: &str,
+        value: &str,
+    ) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({
+            "spec": {"template": {"metadata": {"annotations": {annotation: value}}}}
+        });
+        let params = PatchParams::default();
+        match kind {
+            WorkloadKind::Deployment => {
+                Api::<Deployment>::namespaced(self.client.clone(), namespace)
+                    .patch(name, &params, &Patch::Merge(&patch))
+                    .await?;
+            }
+            WorkloadKind::StatefulSet => {
+                Api::<StatefulSet>::namespaced(self.client.clone(), namespace)
+                    .patch(name, &params, &Patch::Merge(&patch))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn event(&self, object: ObjectReference, warning: bool, reason: &str, note: String) {

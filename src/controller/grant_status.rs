@@ -3,7 +3,8 @@
 //!
 //! Steps run in order (identity → access → verification → token). The first step that is not
 //! `True` explains `Ready`; steps after it are `Unknown` with reason `Waiting`, so a user never
-//! sees a stale `True` beneath a failure.
+//! sees a stale `True` beneath a failure. The token is the exception: it is refreshed once the
+//! identity is resolved, whatever access says, so `TokenProjected` reports its own state.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -90,9 +91,27 @@ pub fn write_conditions(
     let mut changed = false;
     let mut first_not_true: Option<Step> = blocked_by.cloned();
     let waiting = Step::waiting();
+    let identity_ok = outcome
+        .identity
+        .as_ref()
+        .is_some_and(|s| s.status == Status::True);
     for (type_, step) in outcome.ordered() {
         let step = match (step, &first_not_true) {
             (Some(step), None) => step,
+            // The token is kept fresh once the identity is known, whatever access and its
+            // probe say: its condition reports that on its own.
+            (Some(step), Some(_)) if type_ == ConditionType::TokenProjected && identity_ok => {
+                changed |= set_condition(
+                    conditions,
+                    type_,
+                    step.status,
+                    step.reason.as_str(),
+                    &step.message,
+                    generation,
+                    now.clone(),
+                );
+                continue;
+            }
             _ => &waiting,
         };
         if step.status != Status::True && first_not_true.is_none() {

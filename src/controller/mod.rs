@@ -59,6 +59,9 @@ pub struct Context {
     /// Identities resolved recently, so passes do not each pay an Entra ID exchange. Written
     /// by the grant reconciler.
     pub identities: identity_cache::IdentityCache,
+    /// Tokens for token Secrets, one exchange per (identity, scope) per refresh window.
+    /// Written by the grant reconciler.
+    pub tokens: crate::token::broker::Broker<identity_cache::IdentityKey>,
     /// What each grant holds and asks for. Written by the grant reconciler only.
     pub ledger: ledger::Ledger,
     /// Every grant, as last seen (for shared-assignment checks and drift repair).
@@ -171,6 +174,7 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
 
     metrics.register_grant_states(grant_store.clone());
+    metrics.register_token_expiry(grant_store.clone());
     let ctx = Arc::new(Context {
         cluster: Arc::new(cluster::KubeCluster::new(
             client.clone(),
@@ -182,6 +186,7 @@ pub async fn run(
         backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
         account_locks: AccountLocks::default(),
         identities: identity_cache::IdentityCache::default(),
+        tokens: crate::token::broker::Broker::default(),
         ledger: ledger::Ledger::default(),
         grants: grant_store.clone(),
         targets: target_cache.store.clone(),

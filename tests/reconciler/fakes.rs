@@ -7,14 +7,15 @@ use std::sync::Mutex;
 
 use azure_core::credentials::Secret;
 use dbgrant::api::{
-    DatabaseAccessGrant, DatabaseAccessGrantStatus, DatabaseTarget, DatabaseTargetStatus, Reason,
+    DatabaseAccessGrantStatus, DatabaseTarget, DatabaseTargetStatus, Reason, WorkloadKind,
 };
 use dbgrant::backend::cosmos::{
     BUILTIN_CONTRIBUTOR, BUILTIN_READER, CosmosAccess, RoleAssignment, RoleDefinition, Scope,
 };
 use dbgrant::backend::{BackendError, IdentityExchange, ResolvedIdentity, TokenScope};
 use dbgrant::controller::cluster::Cluster;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret as KubeSecret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -42,13 +43,75 @@ pub struct FakeCluster {
     pub grant_statuses: Mutex<BTreeMap<(String, String), DatabaseAccessGrantStatus>>,
     pub target_statuses: Mutex<BTreeMap<String, DatabaseTargetStatus>>,
     pub events: Mutex<Vec<SeenEvent>>,
-    /// (namespace, name) of Secrets written.
-    pub secrets: Mutex<Vec<(String, String)>>,
+    /// (namespace, name) → Secret, as the API server holds it (uid and resourceVersion set).
+    pub secrets: Mutex<BTreeMap<(String, String), KubeSecret>>,
+    /// Creates, replaces and deletes of Secrets.
+    pub secret_writes: Mutex<usize>,
+    /// The next Secret write fails with this HTTP status.
+    pub secret_write_fault: Mutex<Option<u16>>,
+    /// (namespace, kind, name, annotation value) of each workload restart.
+    pub restarts: Mutex<Vec<(String, String, String, String)>>,
+    next_version: Mutex<u64>,
     pub status_writes: Mutex<usize>,
     pub tokens_minted: Mutex<usize>,
 }
 
+fn api_error(code: u16, reason: &str) -> kube::Error {
+    kube::Error::Api(
+        kube::core::Status::failure(&format!("injected {code}"), reason)
+            .with_code(code)
+            .boxed(),
+    )
+}
+
 impl FakeCluster {
+    /// A Secret someone else made (no dbgrant label, no owner).
+    pub fn foreign_secret(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        let secret = KubeSecret {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".to_string()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..KubeSecret::default()
+        };
+        self.store_secret(secret);
+    }
+
+    fn store_secret(&self, mut secret: KubeSecret) {
+        let mut version = lock(&self.next_version);
+        *version += 1;
+        secret.metadata.resource_version = Some(version.to_string());
+        if secret.metadata.uid.is_none() {
+            secret.metadata.uid = Some(format!("secret-uid-{version}"));
+        }
+        let key = (
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
+        );
+        lock(&self.secrets).insert(key, secret);
+    }
+
+    pub fn secret_now(&self, namespace: &str, name: &str) -> Option<KubeSecret> {
+        lock(&self.secrets)
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    fn write_fault(&self) -> Result<(), kube::Error> {
+        *lock(&self.secret_writes) += 1;
+        match lock(&self.secret_write_fault).take() {
+            Some(code) => Err(api_error(code, "InternalError")),
+            None => Ok(()),
+        }
+    }
+
     pub fn events_with(&self, reason: &str) -> Vec<SeenEvent> {
         lock(&self.events)
             .iter()
@@ -112,15 +175,77 @@ impl Cluster for FakeCluster {
         Ok(())
     }
 
-    async fn token_secret(
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<KubeSecret>, kube::Error> {
+        Ok(self.secret_now(namespace, name))
+    }
+
+    async fn create_secret(&self, secret: &KubeSecret) -> Result<(), kube::Error> {
+        self.write_fault()?;
+        let (ns, name) = (
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
+        );
+        if self.secret_now(&ns, &name).is_some() {
+            return Err(api_error(409, "AlreadyExists"));
+        }
+        let mut secret = secret.clone();
+        secret.metadata.uid = None;
+        self.store_secret(secret);
+        Ok(())
+    }
+
+    async fn replace_secret(&self, secret: &KubeSecret) -> Result<(), kube::Error> {
+        self.write_fault()?;
+        let (ns, name) = (
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
+        );
+        let Some(current) = self.secret_now(&ns, &name) else {
+            return Err(api_error(404, "NotFound"));
+        };
+        if current.metadata.resource_version != secret.metadata.resource_version
+            || current.type_ != secret.type_
+        {
+            return Err(api_error(409, "Conflict"));
+        }
+        let mut secret = secret.clone();
+        secret.metadata.uid = current.metadata.uid.clone();
+        self.store_secret(secret);
+        Ok(())
+    }
+
+    async fn delete_secret(
         &self,
-        grant: &DatabaseAccessGrant,
+        namespace: &str,
         name: &str,
-        _identity: &ResolvedIdentity,
-    ) -> dbgrant::error::Result<()> {
-        lock(&self.secrets).push((
-            grant.metadata.namespace.clone().unwrap_or_default(),
+        uid: &str,
+    ) -> Result<(), kube::Error> {
+        self.write_fault()?;
+        let key = (namespace.to_string(), name.to_string());
+        let mut secrets = lock(&self.secrets);
+        match secrets.get(&key) {
+            None => Ok(()),
+            Some(s) if s.metadata.uid.as_deref() != Some(uid) => Err(api_error(409, "Conflict")),
+            Some(_) => {
+                secrets.remove(&key);
+                Ok(())
+            }
+        }
+    }
+
+    async fn restart_workload(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+        name: &str,
+        _annotation: &str,
+        value: &str,
+    ) -> Result<(), kube::Error> {
+        lock(&self.restarts).push((
+            namespace.to_string(),
+            format!("{kind:?}"),
             name.to_string(),
+            value.to_string(),
         ));
         Ok(())
     }
@@ -167,6 +292,10 @@ pub struct FakeCosmos {
     pub exchanges: Mutex<usize>,
     /// Entra ID answers 503 to every exchange.
     pub entra_down: Mutex<bool>,
+    /// The scope of each exchange, in order.
+    pub exchange_scopes: Mutex<Vec<TokenScope>>,
+    /// Tokens issued start with this (default `data-token:`), for canary tests.
+    pub token_prefix: Mutex<Option<String>>,
     pub writes: Mutex<Vec<String>>,
 }
 
@@ -254,9 +383,14 @@ impl IdentityExchange for FakeCosmos {
         tenant_id: &str,
         client_id: &str,
         service_account_token: &Secret,
-        _scope: &TokenScope,
+        scope: &TokenScope,
     ) -> Result<ResolvedIdentity, BackendError> {
-        *lock(&self.exchanges) += 1;
+        let serial = {
+            let mut n = lock(&self.exchanges);
+            *n += 1;
+            *n
+        };
+        lock(&self.exchange_scopes).push(scope.clone());
         if *lock(&self.entra_down) {
             return Err(BackendError::new(
                 Reason::AzureUnavailable,
@@ -273,9 +407,12 @@ impl IdentityExchange for FakeCosmos {
             Some((client, principal)) if client == client_id => Ok(ResolvedIdentity {
                 principal_id: principal,
                 tenant_id: tenant_id.to_string(),
+                // A new token each exchange, as Entra ID issues.
                 access_token: Secret::new(format!(
-                    "data-token:{principal_hint}",
-                    principal_hint = client
+                    "{prefix}{client}.{serial}",
+                    prefix = lock(&self.token_prefix)
+                        .clone()
+                        .unwrap_or_else(|| "data-token:".to_string()),
                 )),
                 expires_at: Timestamp::now()
                     .checked_add(SignedDuration::from_secs(3600))

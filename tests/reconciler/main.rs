@@ -9,6 +9,7 @@
 
 mod fakes;
 mod rig;
+mod tokens;
 
 use dbgrant::backend::cosmos::{BUILTIN_CONTRIBUTOR, BUILTIN_READER, RoleAssignment};
 use fakes::Fault;

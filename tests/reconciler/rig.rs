@@ -75,6 +75,7 @@ impl Rig {
             backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
             account_locks: locks::AccountLocks::default(),
             identities: identity_cache::IdentityCache::default(),
+            tokens: dbgrant::token::broker::Broker::default(),
             ledger: ledger::Ledger::default(),
             grants: grant_store,
             targets: target_store,

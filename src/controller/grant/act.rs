@@ -1,11 +1,10 @@
 //! Carrying out a grant's decisions: every write to a database's access happens here, each
-//! recorded in the grant's status before it is made and audited once made.
+//! recorded in the grant's status before it is made and audited once made. The token Secret
+//! is not: it lives in `token.rs`, independent of access.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::super::Context;
@@ -167,15 +166,8 @@ pub(super) async fn carry_out(
     {
         return Ok(true);
     }
+    // The token Secret is kept apart from access and its probe (`token.rs`).
     verify(grant, ctx, backend.as_ref(), identity, pass).await;
-    if pass
-        .outcome
-        .verified
-        .as_ref()
-        .is_some_and(|s| s.status == Status::True)
-    {
-        project_token(grant, ctx, identity, pass, status).await?;
-    }
     Ok(true)
 }
 
@@ -235,40 +227,6 @@ async fn verify(
             pass.next = next_for(&error);
         }
     }
-}
-
-/// Keep the token Secret fresh when one is asked for.
-async fn project_token(
-    grant: &DatabaseAccessGrant,
-    ctx: &Context,
-    identity: &ResolvedIdentity,
-    pass: &mut Pass,
-    status: &mut DatabaseAccessGrantStatus,
-) -> Result<()> {
-    let Some(secret) = &grant.spec.token_secret else {
-        status.token_expires_at = None;
-        pass.outcome.token = Some(Step::ok(Reason::NotRequested, "no token Secret requested"));
-        return Ok(());
-    };
-    ctx.cluster
-        .token_secret(grant, &secret.name, identity)
-        .await?;
-    status.token_expires_at = Some(Time(identity.expires_at));
-    pass.outcome.token = Some(Step::ok(
-        Reason::Ready,
-        format!(
-            "Secret {} holds a token valid until {}",
-            secret.name, identity.expires_at
-        ),
-    ));
-    pass.next = sooner(
-        pass.next.clone(),
-        Next::Resync(Some(crate::token::refresh_after(
-            identity.expires_at,
-            Timestamp::now(),
-        ))),
-    );
-    Ok(())
 }
 
 /// Revoke one recorded holding through the target that declares its store, and audit it.

@@ -20,7 +20,7 @@ pub(super) async fn resolve(
     ctx: &Context,
     scope: &TokenScope,
     status: &mut DatabaseAccessGrantStatus,
-) -> Result<std::result::Result<ResolvedIdentity, (Step, Next)>> {
+) -> Result<std::result::Result<(ResolvedIdentity, IdentityKey), (Step, Next)>> {
     let sa_name = &grant.spec.service_account_name;
     let missing = || {
         Ok(Err((
@@ -57,7 +57,7 @@ pub(super) async fn resolve(
     if let Some(identity) = ctx.identities.get(&key, Timestamp::now()) {
         status.principal_id = Some(identity.principal_id.clone());
         status.tenant_id = Some(identity.tenant_id.clone());
-        return Ok(Ok(identity));
+        return Ok(Ok((identity, key)));
     }
     let token = match ctx.cluster.mint_token(namespace, sa_name).await {
         Ok(token) => token,
@@ -73,9 +73,12 @@ pub(super) async fn resolve(
         Ok(identity) => {
             status.principal_id = Some(identity.principal_id.clone());
             status.tenant_id = Some(identity.tenant_id.clone());
+            // The exchange also yielded a fresh token for this (identity, scope): a token
+            // Secret for the same scope takes it instead of exchanging again.
+            ctx.tokens.offer(&key, super::token::issued_now(&identity));
             ctx.identities
-                .insert(key, identity.clone(), Timestamp::now());
-            Ok(Ok(identity))
+                .insert(key.clone(), identity.clone(), Timestamp::now());
+            Ok(Ok((identity, key)))
         }
         Err(error) => {
             let next = next_for(&error);

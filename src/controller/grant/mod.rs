@@ -11,6 +11,7 @@
 
 mod act;
 mod identity;
+mod token;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -25,12 +26,13 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::decide::{self, Gate, Next, TargetView};
 use super::grant_status::{Outcome, Step, write_conditions};
+use super::identity_cache::IdentityKey;
 use super::ledger::GrantKey;
 use super::{Context, report};
 use crate::api::{
     DatabaseAccessGrant, DatabaseAccessGrantStatus, DatabaseTarget, DeletionPolicy, Reason, Status,
 };
-use crate::backend::{Access, Backend, BackendError, Holding};
+use crate::backend::{Access, Backend, BackendError, Holding, ResolvedIdentity, TokenScope};
 use crate::error::{Error, Result};
 
 const CONTROLLER: &str = "grant";
@@ -264,6 +266,12 @@ async fn evaluate(
     };
     let mut want: Option<(Holding, Arc<dyn Backend>)> = None;
     let mut identity = None;
+    // The identity as the token Secret needs it: resolved, and what it was resolved from.
+    let mut token_identity: Option<(ResolvedIdentity, IdentityKey)> = None;
+    let backend_scope = match &backend {
+        Some(Ok(backend)) => Some(backend.token_scope()),
+        _ => None,
+    };
     let identity_known = match decide::gate(&grant.spec, namespace, &labels, &view, role_declared) {
         Gate::Refused(step, next) => {
             pass.blocked = Some(step);
@@ -273,25 +281,26 @@ async fn evaluate(
         Gate::Paused(step, next) => {
             pass.blocked = Some(step);
             pass.next = next;
+            // A target that is not Ready (ARM failing, say) stops access changes, not the
+            // token: that needs only the identity.
+            if let (Some(_), Some(scope)) = (&grant.spec.token_secret, &backend_scope) {
+                if let Ok((resolved, from)) =
+                    identity::resolve(grant, namespace, ctx, scope, status).await?
+                {
+                    pass.outcome.identity = Some(resolved_step(status, &resolved));
+                    token_identity = Some((resolved, from));
+                }
+            }
             false
         }
         Gate::Open => {
             // --- gather: the identity, through the grant's own ServiceAccount, for the
             // audience the backend's data plane accepts ---
-            let scope = match &backend {
-                Some(Ok(backend)) => backend.token_scope(),
-                _ => crate::backend::TokenScope::CosmosDb,
-            };
+            let scope = backend_scope.clone().unwrap_or(TokenScope::CosmosDb);
             match identity::resolve(grant, namespace, ctx, &scope, status).await? {
-                Ok(resolved) => {
-                    pass.outcome.identity = Some(Step::ok(
-                        Reason::Resolved,
-                        format!(
-                            "managed identity {} has principal id {}",
-                            status.client_id.as_deref().unwrap_or(""),
-                            resolved.principal_id
-                        ),
-                    ));
+                Ok((resolved, from)) => {
+                    pass.outcome.identity = Some(resolved_step(status, &resolved));
+                    token_identity = Some((resolved.clone(), from));
                     let Some(Ok(backend)) = backend else {
                         unreachable_gate();
                         return Ok(None);
@@ -352,7 +361,28 @@ async fn evaluate(
         status,
     )
     .await?;
+    token::project(
+        grant,
+        namespace,
+        ctx,
+        token_identity.as_ref(),
+        backend_scope.as_ref(),
+        &mut pass,
+        status,
+    )
+    .await;
     Ok(done.then_some(pass))
+}
+
+fn resolved_step(status: &DatabaseAccessGrantStatus, resolved: &ResolvedIdentity) -> Step {
+    Step::ok(
+        Reason::Resolved,
+        format!(
+            "managed identity {} has principal id {}",
+            status.client_id.as_deref().unwrap_or(""),
+            resolved.principal_id
+        ),
+    )
 }
 
 /// The gate only opens on a target whose backend was built; kept as a log line rather than a
@@ -374,6 +404,7 @@ fn access(grant: &DatabaseAccessGrant, principal_id: &str) -> Access {
 /// One pass over a grant being deleted (the controller calls it through `reconcile`).
 pub async fn cleanup(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Action> {
     let key = key_of(&grant);
+    token::remove_on_deletion(&grant, ctx).await;
     targets_listed(ctx).await?;
     seed_ledger(ctx);
     let recorded = grant
