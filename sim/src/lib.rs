@@ -7,6 +7,7 @@ pub mod apply;
 pub mod azure;
 pub mod jwt;
 pub mod kube;
+pub mod postgres;
 pub mod tls;
 
 use std::path::Path;

@@ -67,6 +67,13 @@ impl TlsMaterial {
         })
     }
 
+    /// The server config without ALPN (for protocols other than HTTP, such as PostgreSQL's).
+    pub fn server_config_without_alpn(&self) -> Arc<rustls::ServerConfig> {
+        let mut config = (*self.server_config).clone();
+        config.alpn_protocols.clear();
+        Arc::new(config)
+    }
+
     /// A rustls client config trusting only this CA (for in-process Rust clients).
     pub fn client_config(&self) -> anyhow::Result<rustls::ClientConfig> {
         client_config(&self.ca_pem)

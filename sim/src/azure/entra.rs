@@ -127,6 +127,8 @@ fn audience(shared: &Shared, scope: &str) -> Option<String> {
         Some(super::ARM_AUDIENCE.to_string())
     } else if resource == COSMOS_AUDIENCE {
         Some(COSMOS_AUDIENCE.to_string())
+    } else if resource == crate::postgres::AUDIENCE {
+        Some(crate::postgres::AUDIENCE.to_string())
     } else {
         None
     }

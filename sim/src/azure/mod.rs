@@ -290,6 +290,47 @@ impl AzureSim {
         self.ca_pem.clone()
     }
 
+    /// Check an access token this simulator issued for `audience`: signature, expiry,
+    /// audience and issuer. Returns its claims.
+    ///
+    /// # Errors
+    /// When the token is forged, expired or for another audience.
+    pub fn verify_access_token(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let issuer = format!("https://sts.windows.net/{}/", self.shared.tenant_id);
+        Ok(self
+            .shared
+            .key
+            .verify(token, Some(&[audience]), Some(&issuer))?)
+    }
+
+    /// A check of this simulator's access tokens for `audience` that outlives borrowing it
+    /// (for the PostgreSQL front).
+    pub fn verifier_for(
+        &self,
+        audience: &str,
+    ) -> Arc<dyn Fn(&str) -> anyhow::Result<serde_json::Value> + Send + Sync> {
+        let shared = self.shared.clone();
+        let audience = audience.to_string();
+        Arc::new(move |token: &str| {
+            let issuer = format!("https://sts.windows.net/{}/", shared.tenant_id);
+            Ok(shared
+                .key
+                .verify(token, Some(&[audience.as_str()]), Some(&issuer))?)
+        })
+    }
+
+    /// Sign `claims` with the simulator's Entra key (tests: expired or foreign tokens).
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn sign_token(&self, claims: &serde_json::Value) -> anyhow::Result<String> {
+        self.shared.key.sign(claims)
+    }
+
     /// The tenant.
     pub fn tenant_id(&self) -> String {
         self.shared.tenant_id.clone()
