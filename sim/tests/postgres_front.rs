@@ -131,9 +131,7 @@ async fn psql_signs_in_with_an_entra_token_and_a_read_only_role_cannot_insert() 
 }
 
 /// azure-sim's own check of its tokens, shared with the front's thread.
-struct AzureSimVerifier(
-    std::sync::Arc<dyn Fn(&str) -> anyhow::Result<serde_json::Value> + Send + Sync>,
-);
+struct AzureSimVerifier(dbgrant_sim::postgres::TokenCheck);
 
 impl AzureSimVerifier {
     fn new(azure: &AzureSim) -> Self {

@@ -309,10 +309,7 @@ impl AzureSim {
 
     /// A check of this simulator's access tokens for `audience` that outlives borrowing it
     /// (for the PostgreSQL front).
-    pub fn verifier_for(
-        &self,
-        audience: &str,
-    ) -> Arc<dyn Fn(&str) -> anyhow::Result<serde_json::Value> + Send + Sync> {
+    pub fn verifier_for(&self, audience: &str) -> crate::postgres::TokenCheck {
         let shared = self.shared.clone();
         let audience = audience.to_string();
         Arc::new(move |token: &str| {
