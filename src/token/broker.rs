@@ -75,10 +75,10 @@ impl<K: Hash + Eq + Clone> Broker<K> {
     /// no exchange for the key is running.
     pub fn offer(&self, key: &K, issued: Issued) {
         let slot = self.slot(key);
-        if let Ok(mut held) = slot.try_lock() {
-            if held.as_ref().is_none_or(|h| h.issued_at < issued.issued_at) {
-                *held = Some(issued);
-            }
+        if let Ok(mut held) = slot.try_lock()
+            && held.as_ref().is_none_or(|h| h.issued_at < issued.issued_at)
+        {
+            *held = Some(issued);
         }
     }
 

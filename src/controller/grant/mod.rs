@@ -283,13 +283,12 @@ async fn evaluate(
             pass.next = next;
             // A target that is not Ready (ARM failing, say) stops access changes, not the
             // token: that needs only the identity.
-            if let (Some(_), Some(scope)) = (&grant.spec.token_secret, &backend_scope) {
-                if let Ok((resolved, from)) =
+            if let (Some(_), Some(scope)) = (&grant.spec.token_secret, &backend_scope)
+                && let Ok((resolved, from)) =
                     identity::resolve(grant, namespace, ctx, scope, status).await?
-                {
-                    pass.outcome.identity = Some(resolved_step(status, &resolved));
-                    token_identity = Some((resolved, from));
-                }
+            {
+                pass.outcome.identity = Some(resolved_step(status, &resolved));
+                token_identity = Some((resolved, from));
             }
             false
         }

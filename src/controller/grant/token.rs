@@ -365,10 +365,11 @@ async fn refresh(
         "Secret {name} holds a token valid until {}; refreshed from {refresh_at}",
         issued.expires_at
     );
-    if why == Why::Due && !spec.rollout_restart.is_empty() {
-        if let Some(failure) = restart(ctx, namespace, spec, &fingerprint).await {
-            message = format!("{message}; {failure}");
-        }
+    if why == Why::Due
+        && !spec.rollout_restart.is_empty()
+        && let Some(failure) = restart(ctx, namespace, spec, &fingerprint).await
+    {
+        message = format!("{message}; {failure}");
     }
     let wait = refresh_at.duration_since(Timestamp::now()).unsigned_abs();
     Ok((
