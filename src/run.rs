@@ -195,9 +195,7 @@ fn postgres_clients(
         transport,
         Some(Metrics::new()),
     )?;
-    let scope = config
-        .cloud
-        .scope(&crate::backend::TokenScope::PostgreSql);
+    let scope = config.cloud.scope(&crate::backend::TokenScope::PostgreSql);
     let tls = pipeline::tls_config(config.extra_ca_pem.as_deref())?;
     Ok(PostgresClients::new(
         Arc::new(CredentialToken::new(credential, scope)),
