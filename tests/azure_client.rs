@@ -269,7 +269,8 @@ async fn wrapped_and_flat_error_bodies_map_to_reasons() {
         "PUT" => Answer::json(
             403,
             json!({"error": {"code": "AuthorizationFailed", "message": "The client 'x' does not have authorization to perform action 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/write'"}}),
-        ),
+        )
+        .with_header("x-ms-request-id", "5d2c8e1a-0c1b-4f7e-9a55-3e8f2b7c9d10"),
         "DELETE" => Answer::json(
             412,
             json!({"code": "PreconditionFailed", "message": "There is already an operation in progress which requires exclusive lock on this service."}),
@@ -290,6 +291,14 @@ async fn wrapped_and_flat_error_bodies_map_to_reasons() {
         "{}",
         forbidden.message
     );
+    // Typed: the status, Azure's code and its request id, which the message quotes too.
+    assert_eq!(forbidden.http_status, Some(403));
+    assert_eq!(forbidden.code.as_deref(), Some("AuthorizationFailed"));
+    assert_eq!(
+        forbidden.request_id.as_deref(),
+        Some("5d2c8e1a-0c1b-4f7e-9a55-3e8f2b7c9d10")
+    );
+    assert!(forbidden.message.contains("request id 5d2c8e1a"));
     let busy = within(client.delete_role_assignment(ACCOUNT, GUID))
         .await
         .expect_err("412");
@@ -298,6 +307,10 @@ async fn wrapped_and_flat_error_bodies_map_to_reasons() {
         .await
         .expect_err("404");
     assert_eq!(missing.reason, Reason::TargetNotReady);
+    assert!(
+        missing.is_not_found(),
+        "a gone account is told by its status"
+    );
     assert!(
         missing.message.contains("ResourceNotFound"),
         "{}",

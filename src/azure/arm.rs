@@ -223,6 +223,8 @@ impl Arm {
                     ),
                     retry_after: Some(wait),
                     http_status: None,
+                    code: None,
+                    request_id: None,
                 });
             }
             tokio::time::sleep(wait).await;
@@ -329,6 +331,7 @@ fn operation_status(what: &str, body: &[u8]) -> Result<bool, BackendError> {
 
 fn failure(what: &str, reply: &Reply) -> BackendError {
     arm_failure(what, Some(reply.status), &reply.body, reply.retry_after())
+        .with_request_id(reply.header("x-ms-request-id"))
 }
 
 fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, BackendError> {

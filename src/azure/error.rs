@@ -125,6 +125,8 @@ pub fn arm_failure(
         message,
         retry_after: retry_after.map(crate::backend::bounded_retry_after),
         http_status: status,
+        code: (!error.code.is_empty()).then(|| error.code.clone()),
+        request_id: None,
     }
 }
 

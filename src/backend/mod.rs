@@ -26,6 +26,10 @@ pub struct BackendError {
     pub retry_after: Option<Duration>,
     /// The HTTP status the remote side answered with, when it answered.
     pub http_status: Option<u16>,
+    /// The remote side's own error code (Azure's `error.code`, an AADSTS number, a SQLSTATE).
+    pub code: Option<String>,
+    /// The remote side's request id, for a support case (Azure's `x-ms-request-id`).
+    pub request_id: Option<String>,
 }
 
 /// The longest wait a remote side may ask for: a hostile or broken `Retry-After` (say
@@ -45,7 +49,19 @@ impl BackendError {
             message: message.into(),
             retry_after: None,
             http_status: None,
+            code: None,
+            request_id: None,
         }
+    }
+
+    /// The same failure, naming the remote side's request id (in the message too, so users
+    /// can quote it to support).
+    pub fn with_request_id(mut self, request_id: Option<&str>) -> Self {
+        if let Some(id) = request_id.filter(|id| !id.is_empty()) {
+            self.message = format!("{} (request id {id})", self.message);
+            self.request_id = Some(id.to_string());
+        }
+        self
     }
 
     /// Whether the remote side said the thing does not exist (HTTP 404).

@@ -35,10 +35,11 @@ impl AccountLocks {
     /// write holds it.
     pub fn lock_or_busy(&self, account_id: &str) -> Result<OwnedMutexGuard<()>, BackendError> {
         self.try_lock(account_id).ok_or_else(|| BackendError {
-            reason: Reason::AccountBusy,
-            message: "another RBAC write on the account is in flight".to_string(),
             retry_after: Some(Duration::from_secs(2)),
-            http_status: None,
+            ..BackendError::new(
+                Reason::AccountBusy,
+                "another RBAC write on the account is in flight",
+            )
         })
     }
 }
