@@ -534,11 +534,16 @@ async fn the_chart_installs_and_upgrades_and_renders_restricted_pods() {
         .unwrap()
         .rules
         .unwrap();
+    // No wildcard anywhere; delete only on Secrets (the token Secrets dbgrant made, each
+    // deleted with a uid precondition), never on anything else.
     assert!(
-        rules
-            .iter()
-            .all(|r| !r.verbs.iter().any(|v| v == "*" || v == "delete")),
-        "no wildcard and no delete: {rules:?}"
+        rules.iter().all(|r| !r.verbs.iter().any(|v| v == "*")),
+        "no wildcard: {rules:?}"
+    );
+    assert!(
+        rules.iter().all(|r| !r.verbs.iter().any(|v| v == "delete")
+            || r.resources.as_deref() == Some(&["secrets".to_string()][..])),
+        "delete only on Secrets: {rules:?}"
     );
 
     // Upgrade: a second replica (and so a PDB), the workload identity, a NetworkPolicy and a
