@@ -17,6 +17,10 @@ use crate::api::{DatabaseAccessGrant, DatabaseAccessGrantStatus, Reason, Status}
 use crate::backend::{Backend, BackendError, Holding, ResolvedIdentity};
 use crate::error::Result;
 
+/// How long one grant may wait for a store busy with another write of ours (about one
+/// long-running operation; longer, and it looks again instead).
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Write what the grant holds before a write that may create more, so a crash, a timeout or a
 /// later failure in the pass can never leave access in a database that no record names. Only
 /// `held` changes in this write: the conditions stay as they were until the pass reports.
@@ -70,7 +74,11 @@ pub(super) async fn carry_out(
         if known {
             granted = Some(Ok(()));
         } else {
-            let Some(guard) = ctx.account_locks.try_lock(&backend.store()) else {
+            let Some(guard) = ctx
+                .account_locks
+                .acquire(&backend.store(), STORE_WAIT)
+                .await
+            else {
                 return Ok(false);
             };
             holding_now.insert(holding.id.clone());
