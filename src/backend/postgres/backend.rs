@@ -7,8 +7,9 @@ use azure_core::credentials::Secret;
 
 use super::connect::{PostgresClients, Session};
 use super::plan::{Conflict, Desired, Grantable, Step, plan_grant, plan_revoke};
+use super::sql::Held;
 use super::{holding_id, identifier_problem, login_name, parse_holding_id, sql, store_id};
-use crate::api::{PostgresTarget, Reason};
+use crate::api::{PostgresTarget, Reason, TablePrivilege};
 use crate::backend::{Access, Backend, BackendError, Holding, TokenScope};
 
 /// The database where pgaadauth's functions live.
@@ -118,7 +119,8 @@ impl PostgresBackend {
                 sql::observe_principal(server.client(), object_id, &desired.login).await?;
             if let Some(login) = &observed.login {
                 observed.present =
-                    sql::observe_grants(db.client(), login, &desired.grantables).await?;
+                    sql::observe_grants(db.client(), login, &desired.grantables, Held::Directly)
+                        .await?;
             }
             plan_grant(&desired, &observed)
                 .map_err(|c: Conflict| BackendError::new(Reason::RoleConflict, c.to_string()))?
@@ -201,11 +203,12 @@ impl Backend for PostgresBackend {
             .values()
             .flat_map(|r| r.member_of.iter().cloned())
             .collect();
-        let schemas: BTreeSet<String> = self
+        let table_privileges: BTreeSet<(String, TablePrivilege)> = self
             .target
             .roles
             .values()
-            .flat_map(|r| r.schemas.iter().map(|s| s.schema.clone()))
+            .flat_map(|r| &r.schemas)
+            .flat_map(|s| s.privileges.iter().map(|p| (s.schema.clone(), *p)))
             .collect();
         let recorded = {
             let (server, db) = self.sessions().await?;
@@ -214,7 +217,7 @@ impl Backend for PostgresBackend {
                 db.client(),
                 &self.target.admin_role,
                 &member_of,
-                &schemas,
+                &table_privileges,
             )
             .await?;
             if !problems.is_empty() {
@@ -249,7 +252,8 @@ impl Backend for PostgresBackend {
                 continue;
             };
             let everything: BTreeSet<Grantable> = roles.values().flatten().cloned().collect();
-            let present = sql::observe_grants(db.client(), &login, &everything).await?;
+            let present =
+                sql::observe_grants(db.client(), &login, &everything, Held::Directly).await?;
             for (role, grantables) in roles {
                 // Drift (a membership revoked by hand) shows as the holding being absent.
                 if grantables.is_subset(&present) {
@@ -292,7 +296,8 @@ impl Backend for PostgresBackend {
                     .entry(&id.database, &id.role)
                     .cloned()
                     .unwrap_or_default();
-                observed.present = sql::observe_grants(db.client(), login, &recorded).await?;
+                observed.present =
+                    sql::observe_grants(db.client(), login, &recorded, Held::Directly).await?;
             }
             plan_revoke(&id.database, &id.role, &observed)
         };

@@ -277,8 +277,8 @@ pub fn plan_grant(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, C
 }
 
 /// Whether a recorded grantable needs a REVOKE: memberships are observed exactly, so only a
-/// present one; a privilege may be reported absent because it reaches the role another way,
-/// and REVOKE of a privilege not held is a no-op, so always.
+/// present one; a table privilege reads absent unless every table carries it (a partly
+/// granted one included), and REVOKE of a privilege not held is a no-op, so always.
 fn revocable(grantable: &Grantable, present: &BTreeSet<Grantable>) -> bool {
     match grantable {
         Grantable::Member(_) => present.contains(grantable),

@@ -55,8 +55,11 @@ async fn timed<T>(
 /// Build a statement on the server: `format(template, args...)` quotes each `%I` argument as
 /// an identifier and each `%L` as a literal, whatever characters they hold.
 async fn formatted(client: &Client, template: &str, args: &[&str]) -> Result<String, BackendError> {
-    let placeholders: Vec<String> = (2..=args.len() + 1).map(|i| format!("${i}")).collect();
-    let query = format!("SELECT format($1, {})", placeholders.join(", "));
+    // format()'s arguments are VARIADIC "any": without a cast the server cannot type them.
+    let placeholders: Vec<String> = (2..=args.len() + 1)
+        .map(|i| format!("${i}::text"))
+        .collect();
+    let query = format!("SELECT format($1::text, {})", placeholders.join(", "));
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&template];
     for arg in args {
         params.push(arg);
@@ -83,11 +86,14 @@ pub async fn observe_principal(
     object_id: &str,
     name: &str,
 ) -> Result<Observed, BackendError> {
+    // pgaadauth_list_principals' columns are renamed by position: how Azure spells the first
+    // one (rolname or rolename) is not something to depend on.
     let rows = timed(
         "listing Entra principals",
         client.query(
-            "SELECT rolname::text, objectid::text FROM pgaadauth_list_principals(false) \
-             WHERE lower(objectid::text) = lower($1) OR rolname::text = $2",
+            "SELECT p.rolname::text, p.objectid::text FROM pgaadauth_list_principals(false) \
+             AS p(rolname, principaltype, objectid, tenantid, ismfa, isadmin) \
+             WHERE lower(p.objectid::text) = lower($1) OR p.rolname::text = $2",
             &[&object_id, &name],
         ),
     )
@@ -141,7 +147,8 @@ pub async fn recorded_logins(
         "listing dbgrant's login roles",
         client.query(
             "SELECT p.rolname::text, p.objectid::text, shobj_description(r.oid, 'pg_authid') \
-             FROM pgaadauth_list_principals(false) p JOIN pg_roles r ON r.rolname = p.rolname",
+             FROM pgaadauth_list_principals(false) \
+             AS p(rolname, principaltype, objectid, tenantid, ismfa, isadmin) JOIN pg_roles r ON r.rolname = p.rolname",
             &[],
         ),
     )
@@ -160,11 +167,24 @@ pub async fn recorded_logins(
         .collect())
 }
 
-/// Which of `wanted` role `login` has in the connected database.
+/// How a privilege is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Granted to the role itself (what dbgrant gives and must find to know it gave it).
+    Directly,
+    /// Usable by the role, also through a role it is a member of (what the workload can do).
+    Effectively,
+}
+
+/// Which of `wanted` role `login` has in the connected database. Memberships are always the
+/// direct ones (`pg_auth_members`); privileges as `held` says: a privilege reaching the role
+/// only through a membership is not one dbgrant gave, and revoking that membership would
+/// take it away.
 pub async fn observe_grants(
     client: &Client,
     login: &str,
     wanted: &BTreeSet<Grantable>,
+    held: Held,
 ) -> Result<BTreeSet<Grantable>, BackendError> {
     let mut present = BTreeSet::new();
     let members = timed(
@@ -180,27 +200,39 @@ pub async fn observe_grants(
     for row in &members {
         present.insert(Grantable::Member(row.get(0)));
     }
+    let (schema_query, tables_query) = match held {
+        Held::Directly => (
+            "SELECT coalesce((SELECT EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a \
+             JOIN pg_roles r ON r.oid = a.grantee WHERE r.rolname = $1 \
+             AND a.privilege_type = 'USAGE') FROM pg_namespace n WHERE n.nspname = $2), false)",
+            // Every table of the schema must carry the grant to the role itself (a table
+            // created since is missing it, and the grant is made again).
+            "SELECT coalesce(bool_and(EXISTS (SELECT 1 FROM aclexplode(c.relacl) a \
+             JOIN pg_roles r ON r.oid = a.grantee WHERE r.rolname = $1 \
+             AND a.privilege_type = $3::text)), true) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+        ),
+        Held::Effectively => (
+            "SELECT coalesce((SELECT has_schema_privilege($1, n.oid, 'USAGE') \
+             FROM pg_namespace n WHERE n.nspname = $2), false)",
+            "SELECT coalesce(bool_and(has_table_privilege($1, c.oid, $3::text)), true) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+        ),
+    };
     for grantable in wanted {
         let held = match grantable {
             Grantable::Member(_) => continue,
             Grantable::SchemaUsage(schema) => timed(
                 "reading schema privileges",
-                client.query_one(
-                    "SELECT coalesce((SELECT has_schema_privilege($1, n.oid, 'USAGE') \
-                     FROM pg_namespace n WHERE n.nspname = $2), false)",
-                    &[&login, schema],
-                ),
+                client.query_one(schema_query, &[&login, schema]),
             )
             .await?
             .get::<_, bool>(0),
             Grantable::Tables { schema, privilege } => timed(
                 "reading table privileges",
-                client.query_one(
-                    "SELECT coalesce(bool_and(has_table_privilege($1, c.oid, $3)), true) \
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
-                    &[&login, schema, &privilege.as_sql()],
-                ),
+                client.query_one(tables_query, &[&login, schema, &privilege.as_sql()]),
             )
             .await?
             .get::<_, bool>(0),
@@ -313,14 +345,15 @@ fn privilege_keyword(privilege: TablePrivilege) -> &'static str {
     privilege.as_sql()
 }
 
-/// What keeps the operator (`admin_role`, signed in) from granting `member_of` roles and
-/// reading `schemas` in the connected database, each with the statement that fixes it.
+/// What keeps the operator (`admin_role`, signed in) from granting `member_of` roles and the
+/// `table_privileges` (schema, privilege) in the connected database, each with the statement
+/// that fixes it.
 pub async fn preflight(
     server: &Client,
     database: &Client,
     admin_role: &str,
     member_of: &BTreeSet<String>,
-    schemas: &BTreeSet<String>,
+    table_privileges: &BTreeSet<(String, TablePrivilege)>,
 ) -> Result<Vec<String>, BackendError> {
     let mut problems = Vec::new();
     let row = timed(
@@ -361,7 +394,8 @@ pub async fn preflight(
             Some(_) => {}
         }
     }
-    let wanted: Vec<&str> = schemas.iter().map(String::as_str).collect();
+    let schemas: BTreeSet<&str> = table_privileges.iter().map(|(s, _)| s.as_str()).collect();
+    let wanted: Vec<&str> = schemas.iter().copied().collect();
     let found = timed(
         "checking the schemas",
         database.query(
@@ -370,10 +404,48 @@ pub async fn preflight(
         ),
     )
     .await?;
-    for schema in schemas {
+    for schema in &schemas {
         if !found.iter().any(|r| r.get::<_, String>(0) == *schema) {
             problems.push(format!(
                 "schema {schema} does not exist in the database: create it or fix the target's roles"
+            ));
+            continue;
+        }
+        // The operator is not a superuser: without GRANT OPTION (or ownership) PostgreSQL
+        // turns its GRANT into a warning and grants nothing.
+        let usage = timed(
+            "checking GRANT OPTION on the schema",
+            database.query_one(
+                "SELECT has_schema_privilege(current_user, n.oid, 'USAGE WITH GRANT OPTION') \
+                 FROM pg_namespace n WHERE n.nspname = $1",
+                &[schema],
+            ),
+        )
+        .await?;
+        if !usage.get::<_, bool>(0) {
+            problems.push(format!(
+                "the operator cannot grant USAGE on schema {schema}: as its owner, run GRANT USAGE ON SCHEMA \"{schema}\" TO \"{admin_role}\" WITH GRANT OPTION"
+            ));
+        }
+    }
+    for (schema, privilege) in table_privileges {
+        if !found.iter().any(|r| r.get::<_, String>(0) == *schema) {
+            continue;
+        }
+        let keyword = privilege.as_sql();
+        let row = timed(
+            "checking GRANT OPTION on the schema's tables",
+            database.query_one(
+                "SELECT coalesce(bool_and(has_table_privilege(current_user, c.oid, $2::text || ' WITH GRANT OPTION')), true) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+                &[schema, &keyword],
+            ),
+        )
+        .await?;
+        if !row.get::<_, bool>(0) {
+            problems.push(format!(
+                "the operator cannot grant {keyword} on the tables of schema {schema}: as their owner, run GRANT {keyword} ON ALL TABLES IN SCHEMA \"{schema}\" TO \"{admin_role}\" WITH GRANT OPTION"
             ));
         }
     }
@@ -391,7 +463,7 @@ pub async fn has_all(
     )
     .await?;
     let me: String = row.get(0);
-    let present = observe_grants(client, &me, grantables).await?;
+    let present = observe_grants(client, &me, grantables, Held::Effectively).await?;
     // Membership may also come through another role: ask the server for each.
     for grantable in grantables {
         let held = match grantable {
