@@ -17,4 +17,4 @@ pub mod settings;
 pub mod telemetry;
 pub mod token;
 
-pub use run::{azure_access, run, shutdown_signal};
+pub use run::{azure_access, backends_for, run, shutdown_signal};

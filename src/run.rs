@@ -170,9 +170,23 @@ pub async fn azure_access(args: &RunArgs) -> anyhow::Result<Backends> {
         credential = ?config.credential,
         "Azure client configured"
     );
-    let postgres = postgres_clients(&config).context("building the PostgreSQL client")?;
     // Metrics' Azure family is process-wide, so this handle feeds the served registry.
-    let cosmos = crate::azure::AzureCosmos::new(config, Some(Metrics::new()))
+    backends_for(config, Some(Metrics::new())).await
+}
+
+/// Every backend's client from one Azure configuration: ARM, Cosmos DB and Entra ID through
+/// the Azure client, PostgreSQL with the same credential and trust. Also how the end-to-end
+/// harness builds its in-process operator, so both are wired alike.
+///
+/// # Errors
+/// Fails when a client cannot be built (an unreadable extra CA bundle, say).
+pub async fn backends_for(
+    config: crate::azure::AzureConfig,
+    metrics: Option<Metrics>,
+) -> anyhow::Result<Backends> {
+    let postgres =
+        postgres_clients(&config, metrics.clone()).context("building the PostgreSQL client")?;
+    let cosmos = crate::azure::AzureCosmos::new(config, metrics)
         .await
         .context("building the Azure client")?;
     let mut backends = Backends::from_one(Arc::new(cosmos));
@@ -184,6 +198,7 @@ pub async fn azure_access(args: &RunArgs) -> anyhow::Result<Backends> {
 /// PostgreSQL scope, and TLS trusting what the Azure client trusts.
 fn postgres_clients(
     config: &crate::azure::AzureConfig,
+    metrics: Option<Metrics>,
 ) -> anyhow::Result<crate::backend::postgres::PostgresClients> {
     use crate::azure::{credential, pipeline};
     use crate::backend::postgres::{CredentialToken, PostgresClients};
@@ -193,7 +208,7 @@ fn postgres_clients(
         &config.tenant_id,
         &config.authority_host,
         transport,
-        Some(Metrics::new()),
+        metrics,
     )?;
     let scope = config.cloud.scope(&crate::backend::TokenScope::PostgreSql);
     let tls = pipeline::tls_config(config.extra_ca_pem.as_deref())?;

@@ -3,12 +3,11 @@
 //! mid-flight, as a crashed pod would stop, so restart tests exercise real recovery.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use dbgrant::azure::{AzureConfig, AzureCosmos};
+use dbgrant::azure::AzureConfig;
 use dbgrant::settings::{Cli, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -69,15 +68,12 @@ impl Operator {
         let Command::Run(args) = cli.command else {
             anyhow::bail!("the operator's settings did not parse as `run`");
         };
-        let cosmos = AzureCosmos::new(azure, None)
+        // Every backend's client, PostgreSQL's included, built as `dbgrant run` builds them.
+        let backends = dbgrant::backends_for(azure, None)
             .await
-            .context("building the operator's Azure client")?;
+            .context("building the operator's Azure clients")?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(dbgrant::run(
-            args,
-            dbgrant::backend::Backends::from_one(Arc::new(cosmos)),
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(dbgrant::run(args, backends, shutdown.clone()));
         Ok(Self { shutdown, task })
     }
 

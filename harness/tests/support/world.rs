@@ -321,6 +321,19 @@ impl World {
         *self.operator.lock().unwrap() = Some(operator);
     }
 
+    /// Restart the operator trusting `ca_pem` as well (a database server's CA, added to its
+    /// extra CA bundle as a deployment would), and return its Azure settings.
+    pub async fn restart_operator_trusting(&mut self, ca_pem: &str) -> AzureConfig {
+        let bundle = match &self.operator_config.extra_ca_pem {
+            Some(pem) => format!("{pem}\n{ca_pem}"),
+            None => ca_pem.to_string(),
+        };
+        self.operator_config.extra_ca_pem = Some(bundle);
+        self.kill_operator().await;
+        self.start_operator().await;
+        self.operator_config.clone()
+    }
+
     /// Kill the operator mid-flight.
     pub async fn kill_operator(&self) {
         let operator = self.operator.lock().unwrap().take();
