@@ -49,6 +49,8 @@ pub struct WorldOptions {
     pub allowed_roles: Vec<&'static str>,
     /// How long simulated RBAC writes take.
     pub lro_duration: Duration,
+    /// Lifetime of the access tokens the simulated Entra ID issues.
+    pub access_token_lifetime: Duration,
 }
 
 impl Default for WorldOptions {
@@ -57,6 +59,7 @@ impl Default for WorldOptions {
             resync_interval: Duration::from_secs(30),
             allowed_roles: vec!["reader", "contributor"],
             lro_duration: Duration::from_millis(100),
+            access_token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -144,6 +147,7 @@ impl World {
         let azure = AzureSim::start(AzureSimConfig {
             oidc_trusted_ca_pems: vec![kube.ca_pem()],
             lro_duration: options.lro_duration,
+            access_token_lifetime: options.access_token_lifetime,
             ..AzureSimConfig::default()
         })
         .await
@@ -566,6 +570,34 @@ impl World {
             "{}",
             String::from_utf8_lossy(&output.stdout)
         );
+    }
+
+    /// Run the real kubectl in the test's namespace and return its standard output; a
+    /// failure fails the test.
+    pub async fn kubectl(&self, args: &[&str]) -> String {
+        let cache = self.dir.join("kubectl-cache");
+        let output = tokio::process::Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                &self.kubeconfig.display().to_string(),
+                "--cache-dir",
+                &cache.display().to_string(),
+                "-n",
+                &self.name,
+            ])
+            .args(args)
+            .kill_on_drop(true)
+            .output();
+        let output = within(self.limit, "kubectl", output)
+            .await
+            .expect("kubectl runs");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Delete grant `name` and wait until it is gone (its finalizer ran).

@@ -136,6 +136,9 @@ fn audience(shared: &Shared, scope: &str) -> Option<String> {
 
 /// `POST /{tenant}/oauth2/v2.0/token`.
 pub async fn token(shared: &Shared, tenant: &str, form: &HashMap<String, String>) -> Response {
+    if let Some(client_id) = form.get("client_id") {
+        shared.faults.count_token_request(client_id);
+    }
     if shared.faults.lock().entra_down {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -37,6 +37,9 @@ pub(crate) struct Settings {
     pub principal_delay: Duration,
     pub propagation_delay: Duration,
     pub counters: BTreeMap<(AzureOperation, Option<u16>), u64>,
+    /// Token requests by `client_id`, so a test tells a workload's exchanges from the
+    /// operator's own ARM token.
+    pub token_requests: BTreeMap<String, u64>,
 }
 
 /// A cheap handle on the simulator's faults and counters.
@@ -70,6 +73,7 @@ impl AzureFaults {
             principal_delay: Duration::ZERO,
             propagation_delay: Duration::ZERO,
             counters: BTreeMap::new(),
+            token_requests: BTreeMap::new(),
         })))
     }
 
@@ -128,6 +132,23 @@ impl AzureFaults {
     /// Calls so far.
     pub fn counters(&self) -> AzureCounters {
         AzureCounters(self.lock().counters.clone())
+    }
+
+    /// Token requests made for `client_id` so far (during an outage too).
+    pub fn token_requests(&self, client_id: &str) -> u64 {
+        self.lock()
+            .token_requests
+            .get(client_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn count_token_request(&self, client_id: &str) {
+        *self
+            .lock()
+            .token_requests
+            .entry(client_id.to_string())
+            .or_default() += 1;
     }
 
     /// Count a call and return the fault it hits, if any.

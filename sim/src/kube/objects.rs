@@ -254,6 +254,9 @@ pub fn update(
     if resource.status_subresource {
         if subresource == Some("status") {
             let status = object.get("status").cloned();
+            // An apply to /status records who owns which status field, or a later apply
+            // could never remove a field its manager stopped sending.
+            let managed = object["metadata"].get("managedFields").cloned();
             object = old.clone();
             match status {
                 Some(status) => object["status"] = status,
@@ -262,6 +265,9 @@ pub fn update(
                         map.remove("status");
                     }
                 }
+            }
+            if let Some(managed) = managed {
+                object["metadata"]["managedFields"] = managed;
             }
         } else {
             match old.get("status") {
