@@ -77,6 +77,32 @@ impl Operator {
         Ok(Self { shutdown, task })
     }
 
+    /// Start `dbgrant run` with settings already parsed (the sandbox's pod), its Azure access
+    /// built as the binary builds it.
+    ///
+    /// # Errors
+    /// When the Azure settings are incomplete, as the binary would exit.
+    pub async fn start_run(args: dbgrant::settings::RunArgs) -> anyhow::Result<Self> {
+        let backends = dbgrant::azure_access(&args).await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(dbgrant::run(args, backends, shutdown.clone()));
+        Ok(Self { shutdown, task })
+    }
+
+    /// How the operator ended, once [`Self::is_finished`] says it has (awaits it otherwise).
+    /// Reports it once: later calls, and `stop`, see a clean exit.
+    ///
+    /// # Errors
+    /// When the operator failed or panicked.
+    pub async fn exited(&mut self) -> anyhow::Result<()> {
+        // A finished JoinHandle must not be polled again, so a finished stand-in replaces it.
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
+        match task.await {
+            Ok(result) => result,
+            Err(error) => Err(anyhow::anyhow!("the operator task ended: {error}")),
+        }
+    }
+
     /// Whether the operator stopped on its own (it should not).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()

@@ -1,6 +1,12 @@
 //! The sandbox: the Kubernetes and Azure simulators, the Azure resources the examples refer to
-//! (Cosmos DB accounts, workload identities federated to their ServiceAccounts, the operator's
-//! own app and its rights), the examples applied, and the real operator running in-process.
+//! (Cosmos DB accounts, workload identities federated to their ServiceAccounts), the operator
+//! installed from its chart as a user would (its own managed identity federated to the chart's
+//! ServiceAccount and given its rights on the accounts), its pod run in-process exactly as the
+//! Deployment says, and the examples applied.
+
+mod identity;
+mod install;
+mod pod;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +24,11 @@ use dbgrant_sim::kube::{KubeSim, KubeSimConfig};
 
 use crate::operator::{Operator, OperatorOptions};
 
-/// The audience Azure workload identity federates ServiceAccount tokens with.
-pub const EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+pub use identity::{CreatedIdentity, create_identity};
+pub use install::{
+    Install, NAMESPACE, RELEASE, SERVICE_ACCOUNT, deploy_manifest, resolve as resolve_install,
+};
+pub use pod::{EXCHANGE_AUDIENCE, OperatorPod};
 
 /// How to run the sandbox.
 #[derive(Clone, Debug)]
@@ -28,8 +37,10 @@ pub struct SandboxOptions {
     pub state_dir: PathBuf,
     /// The manifests to apply (the repository's `deploy/examples`).
     pub examples_dir: PathBuf,
-    /// How the operator runs.
+    /// How the operator runs (the chart's `operator.resyncInterval` and `concurrency`).
     pub operator: OperatorOptions,
+    /// How the operator is installed.
+    pub install: Install,
 }
 
 /// A running sandbox.
@@ -38,14 +49,32 @@ pub struct Sandbox {
     pub kube: KubeSim,
     /// The Azure simulator.
     pub azure: AzureSim,
-    /// The operator.
+    /// The operator, running as its pod would.
     pub operator: Operator,
+    /// The operator's pod: its name, ServiceAccount, settings and HTTP address.
+    pub pod: OperatorPod,
+    /// How the operator was installed, in one line.
+    pub installed: String,
+    /// Why Helm was not used, when it was not.
+    pub install_note: Option<String>,
     /// An admin client of the Kubernetes simulator.
     pub client: kube::Client,
     /// Path of the kubeconfig written.
     pub kubeconfig: PathBuf,
     /// Path of the Azure state file written.
     pub azure_state: PathBuf,
+    /// The example grants, by `namespace/name`: the ones the sandbox judges.
+    pub examples: std::collections::BTreeSet<String>,
+    tokens: TokenRotation,
+}
+
+/// Refreshes the pod's projected tokens as the kubelet does; stops with the sandbox.
+struct TokenRotation(tokio::task::JoinHandle<()>);
+
+impl Drop for TokenRotation {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The pieces of an ARM id `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type}/{name}`.
@@ -66,8 +95,11 @@ fn arm_parts(id: &str) -> Option<(String, String, String)> {
     }
 }
 
-/// A simulated Azure configuration for the operator: the simulator's endpoints and CA, and
-/// timing short enough for interactive use.
+/// A simulated Azure configuration for an in-process operator with a client secret (the
+/// end-to-end tests): the simulator's endpoints and CA, and timing short enough for tests.
+///
+/// # Errors
+/// When the simulator's URLs do not parse.
 pub fn operator_azure_config(
     azure: &AzureSim,
     client_id: &str,
@@ -89,50 +121,130 @@ pub fn operator_azure_config(
 }
 
 impl Sandbox {
-    /// Start everything and apply the examples.
+    /// Start everything: the simulators, the Azure resources, the operator installed from its
+    /// chart and running as its pod, then the examples.
     ///
     /// # Errors
-    /// When a simulator cannot start, a manifest cannot be read or applied, or the operator
-    /// cannot be configured.
+    /// When a simulator cannot start, the install fails, a manifest cannot be read or applied,
+    /// or the operator's pod cannot start (as its container would exit).
     pub async fn start(options: SandboxOptions) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&options.state_dir)
-            .with_context(|| format!("creating {}", options.state_dir.display()))?;
+        let state_dir = &options.state_dir;
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let (install, install_note) = install::resolve(&options.install)?;
         let kube = KubeSim::start(KubeSimConfig::default()).await?;
         let azure = AzureSim::start(AzureSimConfig {
             oidc_trusted_ca_pems: vec![kube.ca_pem()],
             ..AzureSimConfig::default()
         })
         .await?;
-        let kubeconfig = options.state_dir.join("kubeconfig");
+        let kubeconfig = state_dir.join("kubeconfig");
         dbgrant_sim::write_atomically(&kubeconfig, &kube.kubeconfig_yaml())?;
-        let azure_state = options.state_dir.join("azure.json");
-        dbgrant_sim::write_atomically(
-            &azure_state,
-            &serde_json::to_string_pretty(&azure.state())?,
-        )?;
-
         let client = kube.client().await?;
-        for crd in dbgrant::api::crds() {
-            apply(&client, &serde_json::to_value(&crd)?, "default").await?;
-        }
-        let manifests = read_manifests(&options.examples_dir)?;
-        let operator_app = azure.create_service_principal("dbgrant-operator");
         let issuer = kube.issuer();
-        provision(&azure, &manifests, &operator_app.principal_id, &issuer)?;
+
+        let manifests = read_manifests(&options.examples_dir)?;
+        let (subscription, group) = provision(&azure, &manifests, &issuer)?;
+        let operator_identity = operator_identity(&azure, &manifests, &issuer, &subscription)?;
+        let mut state = serde_json::to_value(azure.state())?;
+        // What `sandbox identity create` needs beyond the simulator's own state.
+        state["oidcIssuer"] = Value::from(issuer.clone());
+        state["identityResourceGroup"] = Value::from(format!(
+            "/subscriptions/{subscription}/resourceGroups/{group}"
+        ));
+        let azure_state = state_dir.join("azure.json");
+        dbgrant_sim::write_atomically(&azure_state, &serde_json::to_string_pretty(&state)?)?;
+        let azure_ca = state_dir.join("azure-ca.pem");
+        dbgrant_sim::write_atomically(&azure_ca, &azure.ca_pem())?;
+
+        let settings = install::InstallSettings {
+            client_id: operator_identity,
+            tenant_id: azure.tenant_id(),
+            authority_host: azure.authority_host(),
+            arm_endpoint: azure.arm_endpoint(),
+            extra_ca_file: std::path::absolute(&azure_ca)?,
+            resync_interval: format!("{}s", options.operator.resync_interval.as_secs().max(1)),
+            concurrency: options.operator.concurrency,
+        };
+        let installed =
+            install::install(&client, &kubeconfig, state_dir, &install, &settings).await?;
+
+        let webhook = pod::Webhook {
+            tenant_id: azure.tenant_id(),
+            authority_host: azure.authority_host(),
+        };
+        let pod = OperatorPod::schedule(
+            &client,
+            &kube.url(),
+            &kube.ca_pem(),
+            (NAMESPACE, RELEASE),
+            &std::path::absolute(state_dir)?,
+            &webhook,
+        )
+        .await
+        .context("starting the operator's pod")?;
+        let operator = Operator::start_run(pod.args.clone())
+            .await
+            .with_context(|| format!("the operator's container in pod {} exited", pod.name))?;
+        let tokens = TokenRotation(tokio::spawn({
+            let (pod, client) = (pod.clone(), client.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(TOKEN_REFRESH).await;
+                    if let Err(error) = pod.refresh_tokens(&client).await {
+                        eprintln!("refreshing the operator pod's tokens failed: {error:#}");
+                    }
+                }
+            }
+        }));
+
         for manifest in &manifests {
             apply(&client, manifest, "default").await?;
         }
-        let config =
-            operator_azure_config(&azure, &operator_app.client_id, &operator_app.client_secret)?;
-        let operator = Operator::start(&kubeconfig, config, &options.operator).await?;
+        let examples = manifests
+            .iter()
+            .filter(|m| m["kind"] == "DatabaseAccessGrant")
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m["metadata"]["namespace"].as_str().unwrap_or("default"),
+                    m["metadata"]["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
         Ok(Self {
             kube,
             azure,
             operator,
+            pod,
+            installed: installed.description,
+            install_note,
             client,
             kubeconfig,
             azure_state,
+            examples,
+            tokens,
         })
+    }
+
+    /// Start the operator's container again (after it exited), as the kubelet restarts it.
+    /// The exited one is dropped.
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub async fn restart_operator(&mut self) -> anyhow::Result<()> {
+        self.pod.refresh_tokens(&self.client).await?;
+        self.operator = Operator::start_run(self.pod.args.clone()).await?;
+        Ok(())
+    }
+
+    /// Stop the operator, then everything else.
+    ///
+    /// # Errors
+    /// When the operator failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        drop(self.tokens);
+        self.operator.stop().await
     }
 
     /// Every grant, by `namespace/name`.
@@ -158,8 +270,29 @@ impl Sandbox {
             .collect())
     }
 
-    /// Wait until every grant is Ready, calling `progress` with each grant whose conditions
-    /// changed. Returns the grants.
+    /// The example grants among `grants`.
+    pub fn example_grants(
+        &self,
+        grants: &BTreeMap<String, DatabaseAccessGrant>,
+    ) -> BTreeMap<String, DatabaseAccessGrant> {
+        grants
+            .iter()
+            .filter(|(key, _)| self.examples.contains(*key))
+            .map(|(key, grant)| (key.clone(), grant.clone()))
+            .collect()
+    }
+
+    /// The example grants not among `grants` (deleted since).
+    pub fn missing_examples(&self, grants: &BTreeMap<String, DatabaseAccessGrant>) -> Vec<String> {
+        self.examples
+            .iter()
+            .filter(|key| !grants.contains_key(*key))
+            .cloned()
+            .collect()
+    }
+
+    /// Wait until every example grant is Ready, calling `progress` with each grant whose
+    /// conditions changed. Returns the example grants.
     ///
     /// # Errors
     /// When `limit` passes first (the error lists what is not Ready, and why) or the API fails.
@@ -175,14 +308,15 @@ impl Sandbox {
             for key in watch.changed(&grants) {
                 progress(&key, &grants[&key]);
             }
-            if all_ready(&grants) {
-                return Ok(grants);
+            let examples = self.example_grants(&grants);
+            let missing = self.missing_examples(&grants);
+            if missing.is_empty() && all_ready(&examples) {
+                return Ok(examples);
             }
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!(
-                    "not Ready within {limit:?}: {}",
-                    not_ready(&grants).join("; ")
-                );
+                let mut waiting = not_ready(&examples);
+                waiting.extend(missing.iter().map(|key| format!("{key}: not found")));
+                anyhow::bail!("not Ready within {limit:?}: {}", waiting.join("; "));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -235,28 +369,27 @@ pub fn not_ready(grants: &BTreeMap<String, DatabaseAccessGrant>) -> Vec<String> 
         .collect()
 }
 
-/// Create what the manifests refer to in Azure: each target's account (with the operator's
-/// right to manage its RBAC) and, for each ServiceAccount naming a client id, a managed
-/// identity with that client id federated to it.
+/// The Cosmos DB accounts the manifests' targets name.
+fn target_accounts(manifests: &[Value]) -> impl Iterator<Item = &str> {
+    manifests
+        .iter()
+        .filter(|m| m["kind"] == "DatabaseTarget")
+        .filter_map(|m| m["spec"]["cosmos"]["accountResourceId"].as_str())
+}
+
+/// Create what the manifests refer to in Azure: each target's account and, for each
+/// ServiceAccount naming a client id, a managed identity with that client id federated to it.
+/// Returns the subscription and resource group used (the first account's).
 fn provision(
     azure: &AzureSim,
     manifests: &[Value],
-    operator_principal: &str,
     issuer: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(String, String)> {
     let mut subscription = None;
-    for manifest in manifests.iter().filter(|m| m["kind"] == "DatabaseTarget") {
-        let Some(id) = manifest["spec"]["cosmos"]["accountResourceId"].as_str() else {
-            continue;
-        };
+    for id in target_accounts(manifests) {
         let (sub, rg, name) =
             arm_parts(id).with_context(|| format!("'{id}' is not an account id"))?;
-        let account = azure.create_cosmos_account(&sub, &rg, &name);
-        azure.assign_control_plane_role(
-            operator_principal,
-            &account.resource_id,
-            ControlPlaneRole::DocumentDbAccountContributor,
-        );
+        azure.create_cosmos_account(&sub, &rg, &name);
         subscription.get_or_insert((sub, rg));
     }
     let (sub, rg) = subscription.unwrap_or_else(|| {
@@ -289,8 +422,37 @@ fn provision(
             &[EXCHANGE_AUDIENCE],
         )?;
     }
-    Ok(())
+    Ok((sub, rg))
 }
+
+/// The operator's own managed identity, as the README has users set it up: federated to the
+/// chart's ServiceAccount and allowed to manage each target account's SQL RBAC. Its client id.
+fn operator_identity(
+    azure: &AzureSim,
+    manifests: &[Value],
+    issuer: &str,
+    subscription: &str,
+) -> anyhow::Result<String> {
+    let identity = azure.create_identity(subscription, "dbgrant-system", "dbgrant-operator");
+    azure.add_federated_credential(
+        &identity.resource_id,
+        "kubernetes-dbgrant",
+        issuer,
+        &format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"),
+        &[EXCHANGE_AUDIENCE],
+    )?;
+    for account in target_accounts(manifests) {
+        azure.assign_control_plane_role(
+            &identity.principal_id,
+            account,
+            ControlPlaneRole::DocumentDbAccountContributor,
+        );
+    }
+    Ok(identity.client_id)
+}
+
+/// How often the pod's projected tokens are renewed: well inside their hour.
+const TOKEN_REFRESH: Duration = Duration::from_secs(600);
 
 /// Whether a grant's Ready condition is True.
 pub fn is_ready(grant: &DatabaseAccessGrant) -> bool {

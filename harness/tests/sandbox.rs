@@ -1,23 +1,55 @@
-//! The README's main command: the sandbox brings every example grant to Ready within a minute.
+//! The README's main command: the sandbox installs the operator from its chart, runs it as the
+//! chart's ServiceAccount under the chart's RBAC, and brings every example grant to Ready
+//! within a minute; `sandbox identity create` lets a user's own grant go Ready too; an operator
+//! whose RBAC is short fails there as it would in a cluster.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dbgrant_harness::operator::OperatorOptions;
-use dbgrant_harness::sandbox::{Sandbox, SandboxOptions, default_examples_dir, is_ready};
+use dbgrant_harness::sandbox::{
+    Install, NAMESPACE, SERVICE_ACCOUNT, Sandbox, SandboxOptions, default_examples_dir,
+    deploy_manifest, is_ready,
+};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::Api;
+use serde_json::json;
+
+/// A state directory of its own, removed when the test ends.
+struct StateDir(PathBuf);
+
+impl StateDir {
+    fn new() -> Self {
+        Self(
+            std::env::temp_dir().join(format!("dbgrant-sandbox-{}", uuid::Uuid::new_v4().simple())),
+        )
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start(state_dir: &StateDir, install: Install) -> Sandbox {
+    let options = SandboxOptions {
+        state_dir: state_dir.0.clone(),
+        examples_dir: default_examples_dir(),
+        operator: OperatorOptions::default(),
+        install,
+    };
+    tokio::time::timeout(Duration::from_secs(30), Sandbox::start(options))
+        .await
+        .expect("starts in time")
+        .expect("starts")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_grant_becomes_ready_within_a_minute() {
-    let state_dir =
-        std::env::temp_dir().join(format!("dbgrant-sandbox-{}", uuid::Uuid::new_v4().simple()));
-    let options = SandboxOptions {
-        state_dir: state_dir.clone(),
-        examples_dir: default_examples_dir(),
-        operator: OperatorOptions::default(),
-    };
-    let sandbox = tokio::time::timeout(Duration::from_secs(30), Sandbox::start(options))
-        .await
-        .expect("starts in time")
-        .expect("starts");
+    let state_dir = StateDir::new();
+    let sandbox = start(&state_dir, Install::Auto).await;
+    eprintln!("installed: {}", sandbox.installed);
     let grants = sandbox
         .wait_until_ready(Duration::from_secs(60), |_, _| {})
         .await
@@ -32,6 +64,29 @@ async fn every_example_grant_becomes_ready_within_a_minute() {
         .count();
     assert_eq!(grants.len(), examples, "one grant per example");
     assert!(grants.values().all(is_ready));
+    // The operator ran as the chart's pod: its ServiceAccount, under the chart's ClusterRole,
+    // with Azure through workload identity (no client secret anywhere in its settings).
+    assert_eq!(sandbox.pod.namespace, NAMESPACE);
+    assert_eq!(sandbox.pod.service_account, SERVICE_ACCOUNT);
+    assert!(
+        sandbox.pod.name.starts_with("dbgrant-"),
+        "{}",
+        sandbox.pod.name
+    );
+    assert!(
+        sandbox.pod.args.leader_election,
+        "the chart's leader election"
+    );
+    assert!(sandbox.pod.env.contains_key("AZURE_FEDERATED_TOKEN_FILE"));
+    assert!(
+        !format!("{:?}", sandbox.pod.args).contains("secret: Some"),
+        "{:?}",
+        sandbox.pod.args
+    );
+    Api::<ClusterRole>::all(sandbox.client.clone())
+        .get("dbgrant")
+        .await
+        .expect("the chart's ClusterRole");
     // What the sandbox says it wrote is there and usable.
     assert!(
         std::fs::read_to_string(&sandbox.kubeconfig)
@@ -66,6 +121,125 @@ async fn every_example_grant_becomes_ready_within_a_minute() {
             "no assignment at {scope}: {assignments:?}"
         );
     }
-    sandbox.operator.stop().await.unwrap();
-    let _ = std::fs::remove_dir_all(state_dir);
+    sandbox.stop().await.unwrap();
+}
+
+/// The README's "try your own grant": `sandbox identity create` (the real binary, against the
+/// running sandbox's files) prints a client id; a ServiceAccount annotated with it gets a grant
+/// Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_create_lets_your_own_grant_become_ready() {
+    let state_dir = StateDir::new();
+    let sandbox = start(&state_dir, Install::Auto).await;
+    sandbox
+        .wait_until_ready(Duration::from_secs(60), |_, _| {})
+        .await
+        .expect("the examples Ready");
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["--state-dir"])
+        .arg(&state_dir.0)
+        .args([
+            "identity",
+            "create",
+            "my-app",
+            "--service-account",
+            "shop/my-app",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("system:serviceaccount:shop:my-app"),
+        "{stdout}"
+    );
+    let client_id = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client id "))
+        .unwrap_or_else(|| panic!("no client id in {stdout}"))
+        .to_string();
+    assert!(
+        stdout.contains(&format!("azure.workload.identity/client-id={client_id}")),
+        "{stdout}"
+    );
+
+    for object in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "my-app", "namespace": "shop",
+                            "annotations": {"azure.workload.identity/client-id": client_id}}}),
+        json!({"apiVersion": "dbgrant.io/v1alpha1", "kind": "DatabaseAccessGrant",
+               "metadata": {"name": "my-app-reader", "namespace": "shop"},
+               "spec": {"serviceAccountName": "my-app", "target": "cosmos-demo", "role": "reader"}}),
+    ] {
+        dbgrant_sim::apply::apply(&sandbox.client, &object, "default")
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let grants = sandbox.grants().await.unwrap();
+        let grant = &grants["shop/my-app-reader"];
+        if is_ready(grant) {
+            let principal = grant.status.as_ref().unwrap().principal_id.clone();
+            assert!(principal.is_some_and(|p| !p.is_empty()));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "your grant is not Ready: {}",
+            dbgrant_harness::sandbox::summary(grant)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sandbox.stop().await.unwrap();
+}
+
+/// Installed with a ClusterRole missing `create` on `serviceaccounts/token`, the operator runs
+/// but cannot prove workloads' identities (kube-sim refuses its TokenRequests, as a cluster
+/// would): no example gets Ready. Granting the missing right, as an admin would with kubectl,
+/// lets them go Ready: the RBAC was the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_with_short_rbac_fails_as_in_a_cluster() {
+    let state_dir = StateDir::new();
+    let full = std::fs::read_to_string(deploy_manifest()).unwrap();
+    let rule = "  - apiGroups: [\"\"]\n    resources: [\"serviceaccounts/token\"]\n    verbs: [\"create\"]\n";
+    assert!(full.contains(rule), "deploy/dbgrant.yaml grants {rule}");
+    std::fs::create_dir_all(&state_dir.0).unwrap();
+    let short = state_dir.0.join("dbgrant-short.yaml");
+    std::fs::write(&short, full.replace(rule, "")).unwrap();
+    let sandbox = start(&state_dir, Install::Manifest { path: short }).await;
+    let error = sandbox
+        .wait_until_ready(Duration::from_secs(15), |_, _| {})
+        .await
+        .expect_err("not Ready without the TokenRequest right");
+    let message = format!("{error:#}");
+    for grant in ["orders-reader", "orders-writer", "orders-metadata"] {
+        assert!(message.contains(&format!("shop/{grant}")), "{message}");
+    }
+
+    for object in [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": "dbgrant-token-requests"},
+               "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "dbgrant-token-requests"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "dbgrant-token-requests"},
+               "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]}),
+    ] {
+        dbgrant_sim::apply::apply(&sandbox.client, &object, "default")
+            .await
+            .unwrap();
+    }
+    sandbox
+        .wait_until_ready(Duration::from_secs(60), |_, _| {})
+        .await
+        .expect("Ready once the right is granted");
+    sandbox.stop().await.unwrap();
 }
