@@ -12,7 +12,7 @@
 //! read their tokens from here: they have their own schedule and broker (`token`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -41,9 +41,13 @@ struct Entry {
     fresh_until: Timestamp,
 }
 
-/// Resolved identities by what they were resolved from.
+/// Resolved identities by what they were resolved from, and a lock per key held while one
+/// pass resolves it.
 #[derive(Default)]
-pub struct IdentityCache(Mutex<HashMap<IdentityKey, Entry>>);
+pub struct IdentityCache(
+    Mutex<HashMap<IdentityKey, Entry>>,
+    Mutex<HashMap<IdentityKey, Arc<tokio::sync::Mutex<()>>>>,
+);
 
 impl IdentityCache {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IdentityKey, Entry>> {
@@ -58,6 +62,22 @@ impl IdentityCache {
             .get(key)
             .filter(|entry| now < entry.fresh_until)
             .map(|entry| entry.identity.clone())
+    }
+
+    /// Held while one pass resolves `key`: the grants of one ServiceAccount reconciled at once
+    /// (after a start, say) wait for one exchange and find its result here, instead of each
+    /// making their own.
+    pub async fn resolving(&self, key: &IdentityKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .1
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Locks nobody holds or waits for go.
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            locks.entry(key.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// Keep an identity just resolved at `now`, dropping every entry gone stale.

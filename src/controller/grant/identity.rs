@@ -54,9 +54,18 @@ pub(super) async fn resolve(
         tenant_id: claimed.tenant_id.clone(),
         scope: scope.clone(),
     };
-    if let Some(identity) = ctx.identities.get(&key, Timestamp::now()) {
+    let cached = |status: &mut DatabaseAccessGrantStatus| {
+        let identity = ctx.identities.get(&key, Timestamp::now())?;
         status.principal_id = Some(identity.principal_id.clone());
         status.tenant_id = Some(identity.tenant_id.clone());
+        Some(identity)
+    };
+    if let Some(identity) = cached(status) {
+        return Ok(Ok((identity, key)));
+    }
+    // One exchange per key at a time; who waited finds its result.
+    let _resolving = ctx.identities.resolving(&key).await;
+    if let Some(identity) = cached(status) {
         return Ok(Ok((identity, key)));
     }
     let token = match ctx.cluster.mint_token(namespace, sa_name).await {

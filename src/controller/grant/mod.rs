@@ -150,6 +150,9 @@ struct Pass {
     outcome: Outcome,
     blocked: Option<Step>,
     next: Next,
+    /// When the token Secret needs the next pass (its refresh, or its own retry): access's
+    /// backoff must not push a refresh past its time.
+    token_wait: Option<Duration>,
 }
 
 /// One pass over a grant that exists (the controller calls it through `reconcile`).
@@ -212,12 +215,21 @@ pub async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Act
     if let Some(reason) = failing {
         ctx.metrics.reconcile_failed(CONTROLLER, reason.as_str());
     }
+    let token_wait = pass.token_wait;
+    let capped = |delay: Duration, at_least: Option<Duration>| match token_wait {
+        // Never sooner than Azure's Retry-After, though.
+        Some(wait) => delay.min(wait.max(at_least.unwrap_or_default())),
+        None => delay,
+    };
     Ok(match pass.next {
-        Next::AwaitChange => Action::await_change(),
-        Next::Backoff(at_least) => Action::requeue(ctx.backoff.next_delay(&key, at_least)),
+        Next::AwaitChange => token_wait.map_or_else(Action::await_change, Action::requeue),
+        Next::Backoff(at_least) => {
+            Action::requeue(capped(ctx.backoff.next_delay(&key, at_least), at_least))
+        }
         Next::Resync(sooner) => {
             ctx.backoff.reset(&key);
-            Action::requeue(sooner.map_or(ctx.resync_interval, |s| s.min(ctx.resync_interval)))
+            let delay = sooner.map_or(ctx.resync_interval, |s| s.min(ctx.resync_interval));
+            Action::requeue(capped(delay, None))
         }
         Next::Soon => Action::requeue(BUSY_RETRY),
     })
@@ -263,6 +275,7 @@ async fn evaluate(
         outcome: Outcome::default(),
         blocked: None,
         next: Next::Resync(None),
+        token_wait: None,
     };
     let mut want: Option<(Holding, Arc<dyn Backend>)> = None;
     let mut identity = None;

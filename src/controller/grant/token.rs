@@ -187,6 +187,19 @@ pub(super) async fn project(
     if step.status != Status::True || step.reason == Reason::RefreshDelayed {
         ctx.metrics.reconcile_failed("grant", step.reason.as_str());
     }
+    // The token keeps its own time: its next refresh, or after a failed one its own backoff,
+    // not the one access's failures (a failing ARM) have grown.
+    let retries = kube::runtime::reflector::ObjectRef::<Secret>::new(&spec.name)
+        .within(namespace)
+        .erase();
+    pass.token_wait = match &next {
+        Next::Resync(Some(wait)) if step.status == Status::True => {
+            ctx.backoff.reset(&retries);
+            Some(*wait)
+        }
+        Next::Backoff(at_least) => Some(ctx.backoff.next_delay(&retries, *at_least)),
+        _ => None,
+    };
     pass.outcome.token = Some(step);
     pass.next = sooner(pass.next.clone(), next);
 }
