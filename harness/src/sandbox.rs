@@ -333,6 +333,15 @@ pub struct GrantWatch {
 }
 
 impl GrantWatch {
+    /// The keys of the grants seen before that are gone now (deleted).
+    pub fn deleted(&self, grants: &BTreeMap<String, DatabaseAccessGrant>) -> Vec<String> {
+        self.last
+            .keys()
+            .filter(|key| !grants.contains_key(*key))
+            .cloned()
+            .collect()
+    }
+
     /// The keys of the grants that are new or whose conditions changed since the last call;
     /// deleted grants are forgotten, so one created again under that name shows up again.
     pub fn changed(&mut self, grants: &BTreeMap<String, DatabaseAccessGrant>) -> Vec<String> {
@@ -473,7 +482,7 @@ fn condition<'a>(
 
 /// One line per grant: each condition's status, with the reason when not True.
 pub fn summary(grant: &DatabaseAccessGrant) -> String {
-    let Some(status) = &grant.status else {
+    let Some(status) = grant.status.as_ref().filter(|s| !s.conditions.is_empty()) else {
         return "waiting for the operator".into();
     };
     status

@@ -214,6 +214,12 @@ async fn serve(sandbox: &mut Sandbox, args: &Args) -> anyhow::Result<()> {
             }
             Err(error) => return Err(error),
         };
+        for key in watch.deleted(&grants) {
+            println!(
+                "  {:>6.1}s  {key:<28} deleted",
+                started.elapsed().as_secs_f64()
+            );
+        }
         for key in watch.changed(&grants) {
             println!(
                 "  {:>6.1}s  {key:<28} {}",
