@@ -49,9 +49,17 @@ fn patch_object(call: &Call<'_>, name: &str, content_type: &str) -> Result<Respo
         let force = query.get("force").is_some_and(|f| f == "true");
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-        let applied: Value = serde_json::from_str(text)
+        let mut applied: Value = serde_json::from_str(text)
             .or_else(|_| serde_saphyr::from_str(text))
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        // Beside a status subresource the main resource ignores status: an apply there
+        // neither writes, owns nor conflicts on it.
+        if served.status_subresource
+            && sub.is_none()
+            && let Some(map) = applied.as_object_mut()
+        {
+            map.remove("status");
+        }
         if let Some(rv) = applied["metadata"]["resourceVersion"].as_str()
             && existing
                 .as_ref()
