@@ -53,7 +53,8 @@ pub async fn run(
         concurrency: args.concurrency,
         resync_interval: args.resync_interval,
         default_tenant: args.azure_tenant_id.clone(),
-        instance: std::env::var("POD_NAME").ok(),
+        // The pod name (`POD_NAME`, read by the flag) names this replica in events too.
+        instance: args.leader_identity.clone(),
     };
     let result = match election {
         None => controller::run(client, backends, settings, metrics, ready, shutdown.clone()).await,

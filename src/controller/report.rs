@@ -165,13 +165,20 @@ pub async fn audit(
         AccessChange::Retained => "retained (no longer managed by dbgrant)",
         AccessChange::Restored => "restored after it went missing",
     };
-    let note = format!(
-        "{verb}: principal {} role {} at {} ({})",
-        holding.principal_id,
-        role.unwrap_or(&holding.role_id),
-        holding.scope,
-        holding.id
-    );
+    // A holding known only by its id (a recorded one being revoked) says just that.
+    let role = role.unwrap_or(&holding.role_id);
+    let mut parts = Vec::new();
+    if !holding.principal_id.is_empty() {
+        parts.push(format!("principal {}", holding.principal_id));
+    }
+    if !role.is_empty() {
+        parts.push(format!("role {role}"));
+    }
+    if !holding.scope.is_empty() {
+        parts.push(format!("at {}", holding.scope));
+    }
+    parts.push(format!("({})", holding.id));
+    let note = format!("{verb}: {}", parts.join(" "));
     cluster.event(grant, false, change.as_str(), note).await;
 }
 

@@ -54,6 +54,8 @@ pub struct FakeCluster {
     next_version: Mutex<u64>,
     pub status_writes: Mutex<usize>,
     pub tokens_minted: Mutex<usize>,
+    /// The API server refuses TokenRequests (the operator's RBAC lacks it).
+    pub token_requests_forbidden: Mutex<bool>,
 }
 
 fn api_error(code: u16, reason: &str) -> kube::Error {
@@ -145,6 +147,16 @@ impl Cluster for FakeCluster {
     }
 
     async fn mint_token(&self, namespace: &str, name: &str) -> Result<Secret, kube::Error> {
+        if *lock(&self.token_requests_forbidden) {
+            return Err(kube::Error::Api(
+                kube::core::Status::failure(
+                    "serviceaccounts \"api\" is forbidden: cannot create resource \"serviceaccounts/token\"",
+                    "Forbidden",
+                )
+                .with_code(403)
+                .boxed(),
+            ));
+        }
         *lock(&self.tokens_minted) += 1;
         // The fake Entra ID reads the ServiceAccount back out of the token, as the real one
         // reads the subject claim.

@@ -716,3 +716,38 @@ async fn after_a_restart_a_sharer_that_has_not_decided_yet_keeps_the_shared_acce
             .is_empty()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_token_request_is_said_on_the_grant_and_revocations_name_what_went() {
+    let rig = Rig::new();
+    rig.namespace("shop", &[("team", "shop")]);
+    rig.workload("shop", "api", ALICE_CLIENT, ALICE);
+    rig.cosmos_target("db", "acct", "shop", &["reader"]);
+    rig.reconcile_target("db").await;
+    *rig.cluster.token_requests_forbidden.lock().unwrap() = true;
+    rig.put_grant(
+        "shop",
+        "reader",
+        json!({"serviceAccountName": "api", "target": "db", "role": "reader"}),
+    );
+    rig.reconcile("shop", "reader").await;
+    assert_eq!(
+        rig.condition("shop", "reader", "IdentityResolved"),
+        Some(("False".into(), "KubernetesApiError".into()))
+    );
+    *rig.cluster.token_requests_forbidden.lock().unwrap() = false;
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("True".into(), "Ready".into()))
+    );
+    rig.delete_grant("shop", "reader");
+    rig.settle().await;
+    let revoked = rig.cluster.events_with("AccessRevoked");
+    assert_eq!(revoked.len(), 1);
+    assert!(
+        !revoked[0].note.contains("  ") && revoked[0].note.contains("sqlroleassignments/"),
+        "{}",
+        revoked[0].note
+    );
+}

@@ -10,7 +10,7 @@ use super::super::identity::claimed_identity;
 use super::super::identity_cache::IdentityKey;
 use crate::api::{DatabaseAccessGrant, DatabaseAccessGrantStatus, Reason};
 use crate::backend::{ResolvedIdentity, TokenScope};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The identity, or the reported step failure (inner `Err`); the outer `Err` is an unexpected
 /// API failure.
@@ -71,7 +71,20 @@ pub(super) async fn resolve(
     let token = match ctx.cluster.mint_token(namespace, sa_name).await {
         Ok(token) => token,
         Err(kube::Error::Api(s)) if s.is_not_found() => return missing(),
-        Err(error) => return Err(Error::Kube(error)),
+        // Said on the grant, not only in the operator's log: a TokenRequest the API server
+        // refuses (RBAC, admission) is what a user sees first after a short install.
+        Err(error) => {
+            return Ok(Err((
+                Step::failed(
+                    Reason::KubernetesApiError,
+                    format!(
+                        "creating a token for ServiceAccount {sa_name} failed ({}); the operator needs create on serviceaccounts/token",
+                        crate::error::chain(&error)
+                    ),
+                ),
+                Next::Backoff(None),
+            )));
+        }
     };
     match ctx
         .backends
