@@ -1,6 +1,7 @@
 //! The Kubernetes API simulator: storage, verbs, watches, TokenRequest with OIDC discovery,
 //! and CRD serving, over HTTPS with its own CA, for clients that expect a real API server.
 
+pub mod audit;
 mod builtin;
 mod discovery;
 pub mod errors;
@@ -88,6 +89,7 @@ impl KubeSim {
             admin_token: admin_token.clone(),
             faults,
             address,
+            audit: audit::Audit::default(),
         });
         let shutdown = CancellationToken::new();
         let router = server::router(shared.clone());
@@ -136,6 +138,11 @@ impl KubeSim {
     /// A kubeconfig for the admin.
     pub fn kubeconfig_yaml(&self) -> String {
         self.kubeconfig_for(&self.admin_token, "admin")
+    }
+
+    /// The authorization decisions made for ServiceAccounts so far.
+    pub fn authorizations(&self) -> Vec<audit::Authorization> {
+        self.shared.audit.authorizations()
     }
 
     /// A kubeconfig for a bearer token (a ServiceAccount's, say).

@@ -39,6 +39,8 @@ pub struct Shared {
     pub faults: Faults,
     /// `127.0.0.1:port`.
     pub address: String,
+    /// Authorization decisions for ServiceAccounts.
+    pub audit: super::audit::Audit,
 }
 
 /// The simulator's router.
@@ -237,7 +239,15 @@ async fn resource(
         name: target.name.clone(),
         path: None,
     };
-    if !rbac::allowed(&shared.store.lock(), user, &attributes) {
+    let allowed = rbac::allowed(&shared.store.lock(), user, &attributes);
+    if let User::ServiceAccount { namespace, name } = user {
+        shared.audit.record(super::audit::Authorization {
+            user: format!("system:serviceaccount:{namespace}:{name}"),
+            attributes: attributes.clone(),
+            allowed,
+        });
+    }
+    if !allowed {
         let mut error = ApiError::forbidden(rbac::denied_message(user, &attributes));
         error.details = Some(
             json!({"name": target.name.clone().unwrap_or_default(), "group": served.group, "kind": served.plural}),
