@@ -75,6 +75,7 @@ proptest! {
         let target = DatabaseTargetSpec {
             cosmos: None,
             postgres: None,
+            sql: None,
             allowed_namespaces: Some(LabelSelector {
                 match_labels: Some(selector.clone()),
                 match_expressions: Some(vec![LabelSelectorRequirement {

@@ -17,7 +17,8 @@ pub use grant::{
 pub use reason::Reason;
 pub use target::{
     BUILTIN_ROLES, CosmosRole, CosmosTarget, DatabaseTarget, DatabaseTargetSpec,
-    DatabaseTargetStatus, PostgresRole, PostgresTarget, SchemaPrivileges, TablePrivilege,
+    DatabaseTargetStatus, PostgresRole, PostgresTarget, SchemaPrivileges, SqlKind, SqlPermission,
+    SqlRole, SqlSchemaPermissions, SqlTarget, SqlUserCreation, TablePrivilege,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -60,8 +60,8 @@ pub const BUILTIN_ROLES: [&str; 2] = ["reader", "contributor"];
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("[has(self.cosmos), has(self.postgres)].filter(b, b).size() == 1").message("exactly one backend block must be set; supported: cosmos, postgres"))]
-#[x_kube(validation = Rule::new("!has(self.allowedRoles) || self.allowedRoles.all(r, has(self.postgres) ? (has(self.postgres.roles) && r in self.postgres.roles) : (r == 'reader' || r == 'contributor' || (has(self.cosmos) && has(self.cosmos.roles) && r in self.cosmos.roles)))").message("every entry of allowedRoles must be declared: 'reader', 'contributor' or a custom role under cosmos.roles; for postgres, a role under postgres.roles (reader and contributor included)").field_path(".allowedRoles"))]
+#[x_kube(validation = Rule::new("[has(self.cosmos), has(self.postgres), has(self.sql)].filter(b, b).size() == 1").message("exactly one backend block must be set; supported: cosmos, postgres, sql"))]
+#[x_kube(validation = Rule::new("!has(self.allowedRoles) || self.allowedRoles.all(r, has(self.postgres) ? (has(self.postgres.roles) && r in self.postgres.roles) : (r == 'reader' || r == 'contributor' || (has(self.cosmos) && has(self.cosmos.roles) && r in self.cosmos.roles) || (has(self.sql) && has(self.sql.roles) && r in self.sql.roles)))").message("every entry of allowedRoles must be declared: 'reader', 'contributor' or a custom role under cosmos.roles or sql.roles; for postgres, a role under postgres.roles (reader and contributor included)").field_path(".allowedRoles"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseTargetSpec {
     /// An Azure Cosmos DB account (NoSQL API). Exactly one backend block is set per target.
@@ -72,6 +72,11 @@ pub struct DatabaseTargetSpec {
     /// backend block is set per target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresTarget>,
+
+    /// An Azure SQL Database, SQL Managed Instance or Synapse SQL pool (one database on it).
+    /// Exactly one backend block is set per target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlTarget>,
 
     /// Which namespaces may create grants against this target, by namespace labels.
     /// Absent: no namespace may use the target. `{}`: every namespace may.
@@ -269,6 +274,200 @@ impl TablePrivilege {
     }
 }
 
+/// A T-SQL database (Azure SQL Database, SQL Managed Instance, Synapse SQL) whose contained
+/// Entra users dbgrant manages in one database.
+///
+/// The operator signs in with its own Entra token and must be the server's Entra admin (or in
+/// a group that is), or hold a contained user in `db_owner` of the database; otherwise the
+/// target reports `TargetNotPrepared` with the statement that fixes it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlTarget {
+    /// Which T-SQL service the server is; it decides the statement dialect (a Synapse
+    /// dedicated pool has no `ALTER ROLE ... ADD MEMBER`) and the default `userCreation`.
+    pub kind: SqlKind,
+
+    /// Host name of the server, for example `shop-prod.database.windows.net`. TLS (TDS 8,
+    /// strict) is always verified against it, so it must be a name, not an IP address.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$') && !self.matches('^[0-9.]+$')").message("must be a host name (letters, digits, '-' and '.'), not an IP address: the server's certificate is checked against it"))]
+    pub server: String,
+
+    /// TCP port of the server. Default 1433 (a Managed Instance's public endpoint is 3342).
+    #[serde(default = "default_sql_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+
+    /// Full Azure Resource Manager id of the logical server, managed instance or Synapse
+    /// workspace, for example
+    /// `/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/shop/providers/Microsoft.Sql/servers/shop-prod`.
+    /// Optional; shown in messages so admins know which resource to prepare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('(?i)^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/resourcegroups/[^/]{1,90}/providers/(microsoft[.]sql/(servers|managedinstances)|microsoft[.]synapse/workspaces)/[a-z0-9][-a-z0-9]{0,61}[a-z0-9]$')").message("must be the full ARM id of a SQL server, managed instance or Synapse workspace: /subscriptions/<subscription GUID>/resourceGroups/<group>/providers/Microsoft.Sql/servers/<server> (or .../Microsoft.Sql/managedInstances/<name>, .../Microsoft.Synapse/workspaces/<name>)"))]
+    pub server_resource_id: Option<String>,
+
+    /// Database grants apply in when a grant names none. Not `master`, `tempdb`, `model` or
+    /// `msdb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.size() >= 1 && self.size() <= 128 && !self.contains('\\u0000') && !(self.lowerAscii() in ['master', 'tempdb', 'model', 'msdb'])").message("a database name of 1 to 128 characters, not master, tempdb, model or msdb"))]
+    pub database: Option<String>,
+
+    /// How a workload's contained user is created. Default by kind: `Sid` on Azure SQL
+    /// Database (no Microsoft Graph lookup, no server identity needed), `ObjectId` on a
+    /// Managed Instance and `ExternalProvider` on Synapse (the only documented forms there;
+    /// both need the server's identity to read Microsoft Graph).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_creation: Option<SqlUserCreation>,
+
+    /// Custom roles, by name, that grants may ask for when `allowedRoles` lists them: database
+    /// roles the user joins and/or permissions on schemas. `reader` (db_datareader) and
+    /// `contributor` (db_datareader + db_datawriter) are built in and cannot be redefined.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(name, name.size() <= 63 && name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && name != 'reader' && name != 'contributor')").message("custom role names are lowercase letters, digits and '-', at most 63 characters, and must not be 'reader' or 'contributor'"))]
+    pub roles: BTreeMap<String, SqlRole>,
+
+    /// Sign in with each workload's token and check its role memberships before a grant is
+    /// Ready. Default `true`. Set `false` when the operator cannot reach the server as the
+    /// workload.
+    #[serde(default = "default_true")]
+    pub verify_access: bool,
+}
+
+fn default_sql_port() -> u16 {
+    1433
+}
+
+/// The T-SQL service behind a target.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SqlKind {
+    /// Azure SQL Database (a logical server's database).
+    AzureSqlDatabase,
+    /// Azure SQL Managed Instance.
+    SqlManagedInstance,
+    /// A Synapse dedicated SQL pool (`sp_addrolemember`, no `ALTER ROLE ... ADD MEMBER`).
+    SynapseDedicated,
+    /// A Synapse serverless SQL pool (`ALTER ROLE`, no `sp_addrolemember`).
+    SynapseServerless,
+}
+
+/// The `CREATE USER` form for a workload's contained user.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SqlUserCreation {
+    /// `CREATE USER [n] WITH SID = <client id>, TYPE = E`: no Graph lookup.
+    Sid,
+    /// `CREATE USER [n] FROM EXTERNAL PROVIDER WITH OBJECT_ID = '<object id>'`.
+    ObjectId,
+    /// `CREATE USER [n] FROM EXTERNAL PROVIDER` (the name must be the Entra display name).
+    ExternalProvider,
+}
+
+impl SqlTarget {
+    /// The `CREATE USER` form in effect: the spec's, or the kind's default.
+    pub fn user_creation(&self) -> SqlUserCreation {
+        self.user_creation.unwrap_or(match self.kind {
+            SqlKind::AzureSqlDatabase => SqlUserCreation::Sid,
+            SqlKind::SqlManagedInstance => SqlUserCreation::ObjectId,
+            SqlKind::SynapseDedicated | SqlKind::SynapseServerless => {
+                SqlUserCreation::ExternalProvider
+            }
+        })
+    }
+}
+
+/// What one custom role means in a T-SQL database: membership in database roles the platform
+/// owns, permissions on schemas, or both. dbgrant never creates or alters the roles.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.memberOf) + size(self.schemas) >= 1").message("a role must name at least one database role in memberOf or one schema"))]
+pub struct SqlRole {
+    /// Database roles the workload's user joins, for example `app_reader` or `db_ddladmin`.
+    /// Not roles that escalate (`db_owner`, `db_securityadmin`, `db_accessadmin`,
+    /// `db_backupoperator`, `loginmanager`, `dbmanager`), nor `public` or `##...##` roles.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(r, r.size() >= 1 && r.size() <= 128 && !r.contains('\\u0000') && !r.startsWith('##') && !(r.lowerAscii() in ['db_owner', 'db_securityadmin', 'db_accessadmin', 'db_backupoperator', 'loginmanager', 'dbmanager', 'public']))").message("database role names are 1 to 128 characters, not '##...##', public, or a role that escalates (db_owner, db_securityadmin, db_accessadmin, db_backupoperator, loginmanager, dbmanager)"))]
+    pub member_of: Vec<String>,
+
+    /// Permissions on whole schemas.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub schemas: Vec<SqlSchemaPermissions>,
+}
+
+/// Permissions on one schema of a T-SQL database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlSchemaPermissions {
+    /// The schema, for example `sales`. Not `sys`, `INFORMATION_SCHEMA` or `guest`.
+    #[x_kube(validation = Rule::new("self.size() >= 1 && self.size() <= 128 && !self.contains('\\u0000') && !(self.lowerAscii() in ['sys', 'information_schema', 'guest'])").message("a schema name of 1 to 128 characters, not sys, INFORMATION_SCHEMA or guest"))]
+    pub schema: String,
+
+    /// Permissions on the schema. Never WITH GRANT OPTION.
+    #[schemars(length(min = 1, max = 6))]
+    pub permissions: Vec<SqlPermission>,
+}
+
+/// A permission on a schema: data access only, nothing that administers.
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+pub enum SqlPermission {
+    /// Read rows.
+    #[serde(rename = "SELECT")]
+    Select,
+    /// Add rows.
+    #[serde(rename = "INSERT")]
+    Insert,
+    /// Change rows.
+    #[serde(rename = "UPDATE")]
+    Update,
+    /// Remove rows.
+    #[serde(rename = "DELETE")]
+    Delete,
+    /// Run procedures and functions.
+    #[serde(rename = "EXECUTE")]
+    Execute,
+    /// Read object definitions.
+    #[serde(rename = "VIEW DEFINITION")]
+    ViewDefinition,
+}
+
+impl SqlPermission {
+    /// The T-SQL keyword, as `sys.database_permissions.permission_name` spells it.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            Self::Select => "SELECT",
+            Self::Insert => "INSERT",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Execute => "EXECUTE",
+            Self::ViewDefinition => "VIEW DEFINITION",
+        }
+    }
+
+    /// Every permission, for parsing what the catalogue reports.
+    pub const ALL: [SqlPermission; 6] = [
+        Self::Select,
+        Self::Insert,
+        Self::Update,
+        Self::Delete,
+        Self::Execute,
+        Self::ViewDefinition,
+    ];
+}
+
 /// Observed state of a `DatabaseTarget`, written by the operator.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -308,10 +507,11 @@ impl DatabaseTargetSpec {
 
     /// Short name of the backend block that is set.
     pub fn backend_kind(&self) -> Option<&'static str> {
-        match (&self.cosmos, &self.postgres) {
-            (Some(_), _) => Some("cosmos"),
-            (None, Some(_)) => Some("postgres"),
-            (None, None) => None,
+        match (&self.cosmos, &self.postgres, &self.sql) {
+            (Some(_), _, _) => Some("cosmos"),
+            (None, Some(_), _) => Some("postgres"),
+            (None, None, Some(_)) => Some("sql"),
+            (None, None, None) => None,
         }
     }
 }

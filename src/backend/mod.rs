@@ -4,6 +4,7 @@
 
 pub mod cosmos;
 pub mod postgres;
+pub mod sql;
 
 use std::sync::Arc;
 use std::time::Duration;

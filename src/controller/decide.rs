@@ -246,6 +246,7 @@ mod tests {
         DatabaseTargetSpec {
             cosmos: None,
             postgres: None,
+            sql: None,
             allowed_namespaces: team.map(|t| LabelSelector {
                 match_labels: Some(BTreeMap::from([("team".to_string(), t.to_string())])),
                 match_expressions: None,

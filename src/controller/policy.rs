@@ -104,6 +104,7 @@ mod tests {
         DatabaseTargetSpec {
             cosmos: None,
             postgres: None,
+            sql: None,
             allowed_namespaces: selector,
             allowed_roles: roles.iter().map(|r| r.to_string()).collect(),
         }
