@@ -211,7 +211,10 @@ pub async fn token(shared: &Shared, tenant: &str, form: &HashMap<String, String>
         }
     } else if let Some(assertion) = form.get("client_assertion") {
         match federated(shared, client_id, assertion).await {
-            Ok(principal) => principal,
+            Ok(principal) => {
+                shared.faults.record_federated_exchange();
+                principal
+            }
             Err(response) => return response,
         }
     } else {

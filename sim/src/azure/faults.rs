@@ -40,15 +40,17 @@ pub(crate) struct Settings {
     /// Token requests by `client_id`, so a test tells a workload's exchanges from the
     /// operator's own ARM token.
     pub token_requests: BTreeMap<String, u64>,
+    pub federated_exchanges: u64,
 }
 
 /// A cheap handle on the simulator's faults and counters.
 #[derive(Clone)]
 pub struct AzureFaults(pub(crate) Arc<Mutex<Settings>>);
 
-/// Calls by operation, and by operation and result (HTTP status).
+/// Calls by operation, and by operation and result (HTTP status), plus the workload token
+/// exchanges (Entra calls with a federated assertion) apart from the operator's own tokens.
 #[derive(Clone, Debug, Default)]
-pub struct AzureCounters(BTreeMap<(AzureOperation, Option<u16>), u64>);
+pub struct AzureCounters(BTreeMap<(AzureOperation, Option<u16>), u64>, u64);
 
 impl AzureCounters {
     /// Calls of an operation, whatever the result.
@@ -59,6 +61,45 @@ impl AzureCounters {
     /// Calls of an operation answered with a given HTTP status.
     pub fn with_status(&self, operation: AzureOperation, status: u16) -> u64 {
         self.0.get(&(operation, Some(status))).copied().unwrap_or(0)
+    }
+
+    /// Tokens issued for a federated assertion (workload identity exchanges).
+    pub fn federated_exchanges(&self) -> u64 {
+        self.1
+    }
+
+    /// As JSON: `{"calls": {"sqlRoleAssignments.put": n}, "statuses": {"sqlRoleAssignments.put
+    /// 200": n}, "federatedExchanges": n}`, as the simulator serves them.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut calls = serde_json::Map::new();
+        let mut statuses = serde_json::Map::new();
+        for ((operation, status), count) in &self.0 {
+            match status {
+                None => calls.insert(operation.to_string(), (*count).into()),
+                Some(status) => statuses.insert(format!("{operation} {status}"), (*count).into()),
+            };
+        }
+        serde_json::json!({"calls": calls, "statuses": statuses, "federatedExchanges": self.1})
+    }
+
+    /// Read back what [`AzureCounters::to_json`] wrote (operations the simulator does not name
+    /// are skipped).
+    pub fn from_json(value: &serde_json::Value) -> Self {
+        let mut map = BTreeMap::new();
+        let entries = |key: &str| value[key].as_object().cloned().unwrap_or_default();
+        for (name, count) in entries("calls") {
+            if let Ok(operation) = name.parse::<AzureOperation>() {
+                map.insert((operation, None), count.as_u64().unwrap_or(0));
+            }
+        }
+        for (name, count) in entries("statuses") {
+            if let Some((operation, status)) = name.split_once(' ')
+                && let (Ok(operation), Ok(status)) = (operation.parse(), status.parse())
+            {
+                map.insert((operation, Some(status)), count.as_u64().unwrap_or(0));
+            }
+        }
+        Self(map, value["federatedExchanges"].as_u64().unwrap_or(0))
     }
 }
 
@@ -74,6 +115,7 @@ impl AzureFaults {
             propagation_delay: Duration::ZERO,
             counters: BTreeMap::new(),
             token_requests: BTreeMap::new(),
+            federated_exchanges: 0,
         })))
     }
 
@@ -131,7 +173,13 @@ impl AzureFaults {
 
     /// Calls so far.
     pub fn counters(&self) -> AzureCounters {
-        AzureCounters(self.lock().counters.clone())
+        let settings = self.lock();
+        AzureCounters(settings.counters.clone(), settings.federated_exchanges)
+    }
+
+    /// Count a token issued for a federated assertion.
+    pub(crate) fn record_federated_exchange(&self) {
+        self.lock().federated_exchanges += 1;
     }
 
     /// Token requests made for `client_id` so far (during an outage too).

@@ -32,6 +32,9 @@ use crate::jwt::SigningKey;
 use crate::tls::{TlsMaterial, bind_loopback, serve_https};
 use state::{Account, App, Identity, State};
 
+/// Where the simulator serves its call counters as JSON ([`AzureCounters::to_json`]).
+pub const COUNTERS_PATH: &str = "/_sim/counters";
+
 /// The audience of ARM tokens this tenant issues.
 pub const ARM_AUDIENCE: &str = "https://management.azure.com/";
 
@@ -49,6 +52,9 @@ pub struct AzureSimConfig {
     pub lro_duration: Duration,
     /// ARM's token buckets (per subscription and principal).
     pub throttling: throttle::Throttling,
+    /// Added to every ARM request (not Entra ID, not the data plane), as the network and
+    /// ARM's front door would: benchmarks set it to see latency-bound behaviour.
+    pub arm_latency: Duration,
 }
 
 impl Default for AzureSimConfig {
@@ -59,6 +65,7 @@ impl Default for AzureSimConfig {
             access_token_lifetime: Duration::from_secs(3600),
             lro_duration: Duration::from_millis(300),
             throttling: throttle::Throttling::default(),
+            arm_latency: Duration::ZERO,
         }
     }
 }
@@ -158,6 +165,8 @@ pub struct Shared {
     pub effective_at: Mutex<HashMap<String, Instant>>,
     /// ARM's request throttling.
     pub throttle: throttle::Throttle,
+    /// Latency added to every ARM request.
+    pub arm_latency: Duration,
 }
 
 impl Shared {
@@ -250,6 +259,7 @@ impl AzureSim {
             access_token_lifetime: config.access_token_lifetime,
             effective_at: Mutex::default(),
             throttle: throttle::Throttle::new(config.throttling),
+            arm_latency: config.arm_latency,
         });
         let shutdown = CancellationToken::new();
         let router = Router::new().fallback(handle).with_state(shared.clone());
@@ -525,7 +535,17 @@ async fn handle(
         url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
+    // Not an Azure API: the counters, for a benchmark driving the simulator as a process.
+    // Answered before counting so reading them does not change them.
+    if path == COUNTERS_PATH && method == Method::GET {
+        return axum::Json(shared.faults.counters().to_json()).into_response();
+    }
     let operation = AzureOperation::of(&method, &path);
+    if !shared.arm_latency.is_zero()
+        && !matches!(operation.family(), Family::Entra | Family::DataPlane)
+    {
+        tokio::time::sleep(shared.arm_latency).await;
+    }
     if let Some(fault) = shared.faults.hit(operation) {
         if let Some(latency) = fault.latency {
             tokio::time::sleep(latency).await;

@@ -3,9 +3,11 @@
 //! killed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use dbgrant_sim::azure::throttle::{Bucket, Throttling};
 use dbgrant_sim::azure::{AzureSim, AzureSimConfig};
 use serde_json::json;
 
@@ -28,9 +30,41 @@ struct Args {
     /// Port on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value = "0")]
     port: u16,
+    /// Milliseconds added to every ARM request (not Entra ID, not the data plane).
+    #[arg(long, default_value = "0")]
+    arm_latency_ms: u64,
+    /// Milliseconds an RBAC write's long-running operation takes (holding the account's lock).
+    #[arg(long, default_value = "300")]
+    lro_ms: u64,
+    /// Lifetime of the Entra ID access tokens issued, in seconds.
+    #[arg(long, default_value = "3600")]
+    token_lifetime_secs: u64,
+    /// ARM's read bucket per subscription and principal: `SIZE:REFILL_PER_SECOND`.
+    #[arg(long, default_value = "250:25", value_parser = parse_bucket)]
+    throttle_reads: Bucket,
+    /// ARM's write bucket (PUT, PATCH, POST): `SIZE:REFILL_PER_SECOND`.
+    #[arg(long, default_value = "200:10", value_parser = parse_bucket)]
+    throttle_writes: Bucket,
+    /// ARM's delete bucket: `SIZE:REFILL_PER_SECOND`.
+    #[arg(long, default_value = "200:10", value_parser = parse_bucket)]
+    throttle_deletes: Bucket,
     /// Log filter.
     #[arg(long, env = "AZURE_SIM_LOG", default_value = "warn")]
     log: String,
+}
+
+fn parse_bucket(text: &str) -> Result<Bucket, String> {
+    let (size, refill) = text
+        .split_once(':')
+        .ok_or_else(|| format!("'{text}' is not SIZE:REFILL_PER_SECOND"))?;
+    Ok(Bucket {
+        size: size
+            .parse()
+            .map_err(|e| format!("bucket size '{size}': {e}"))?,
+        refill_per_second: refill
+            .parse()
+            .map_err(|e| format!("refill rate '{refill}': {e}"))?,
+    })
 }
 
 #[tokio::main]
@@ -46,7 +80,14 @@ async fn main() -> anyhow::Result<()> {
     let sim = AzureSim::start(AzureSimConfig {
         port: args.port,
         oidc_trusted_ca_pems,
-        ..AzureSimConfig::default()
+        access_token_lifetime: Duration::from_secs(args.token_lifetime_secs),
+        lro_duration: Duration::from_millis(args.lro_ms),
+        throttling: Throttling {
+            reads: args.throttle_reads,
+            writes: args.throttle_writes,
+            deletes: args.throttle_deletes,
+        },
+        arm_latency: Duration::from_millis(args.arm_latency_ms),
     })
     .await?;
     let mut state = serde_json::to_value(sim.state())?;

@@ -49,6 +49,9 @@ impl Counters {
 pub struct Faults {
     rules: Arc<Mutex<Vec<Fault>>>,
     counters: Arc<Mutex<Counters>>,
+    /// Requests on a subresource, keyed `(verb, "plural/subresource")`, kept apart so the
+    /// counters above (and sums over them) stay as they were.
+    subresources: Arc<Mutex<Counters>>,
     epoch: Arc<watch::Sender<u64>>,
     expire: Arc<dyn Fn() + Send + Sync>,
 }
@@ -58,6 +61,7 @@ impl Faults {
         Self {
             rules: Arc::default(),
             counters: Arc::default(),
+            subresources: Arc::default(),
             epoch: Arc::new(watch::channel(0).0),
             expire,
         }
@@ -88,6 +92,31 @@ impl Faults {
     /// The request counters so far.
     pub fn counters(&self) -> Counters {
         lock(&self.counters).clone()
+    }
+
+    /// Requests on subresources so far, keyed `(verb, "plural/subresource")` (e.g. `("patch",
+    /// "databaseaccessgrants/status")`).
+    pub fn subresource_counters(&self) -> Counters {
+        lock(&self.subresources).clone()
+    }
+
+    /// Both kinds of counters as JSON, `{"verb resource": n}` (resource `plural` or
+    /// `plural/subresource`), as the simulator serves them.
+    pub fn counters_json(&self) -> serde_json::Value {
+        let mut all = serde_json::Map::new();
+        for counters in [self.counters(), self.subresource_counters()] {
+            for ((verb, resource), count) in counters.0 {
+                all.insert(format!("{verb} {resource}"), count.into());
+            }
+        }
+        serde_json::Value::Object(all)
+    }
+
+    pub(crate) fn count_subresource(&self, verb: &str, resource: &str, subresource: &str) {
+        *lock(&self.subresources)
+            .0
+            .entry((verb.to_string(), format!("{resource}/{subresource}")))
+            .or_default() += 1;
     }
 
     pub(crate) fn watch_epoch(&self) -> watch::Receiver<u64> {

@@ -35,6 +35,9 @@ pub use faults::{Counters, Fault, Faults};
 use crate::tls::{TlsMaterial, bind_loopback, serve_https};
 use store::Store;
 
+/// Where the simulator serves its request counters as JSON (admin only).
+pub const COUNTERS_PATH: &str = "/_sim/counters";
+
 /// How to start the simulator.
 #[derive(Clone, Debug, Default)]
 pub struct KubeSimConfig {

@@ -91,6 +91,17 @@ async fn dispatch(
         _ => {}
     }
     let user = authenticate(shared, headers)?;
+    // Not a Kubernetes API: the request counters, for a benchmark driving the simulator as a
+    // process (admin only, like everything that is not discovery).
+    if path == super::COUNTERS_PATH && *method == Method::GET {
+        if user != User::Admin {
+            return Err(ApiError::forbidden("only the admin reads the counters"));
+        }
+        return Ok(json_response(
+            StatusCode::OK,
+            &shared.faults.counters_json(),
+        ));
+    }
     if let Some(rest) = path.strip_prefix("/openapi/") {
         let resources = shared.store.lock().resources.clone();
         let accept = headers
@@ -209,6 +220,9 @@ async fn resource(
 ) -> Result<Response, ApiError> {
     let query = paths::query(raw_query);
     let verb = verb_of(method, target, &query);
+    if let Some(sub) = &target.subresource {
+        shared.faults.count_subresource(verb, &target.plural, sub);
+    }
     if let Some(fault) = shared.faults.hit(verb, &target.plural) {
         if let Some(latency) = fault.latency {
             tokio::time::sleep(latency).await;
