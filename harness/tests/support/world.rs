@@ -338,6 +338,16 @@ impl World {
         self.operator_config.clone()
     }
 
+    /// Whether the operator is running (started and not stopped on its own, as after a panic
+    /// that ended it).
+    pub fn operator_running(&self) -> bool {
+        self.operator
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|operator| !operator.is_finished())
+    }
+
     /// Kill the operator mid-flight.
     pub async fn kill_operator(&self) {
         let operator = self.operator.lock().unwrap().take();
