@@ -836,7 +836,7 @@ fn print_table(
         ),
         ("", None),
     ];
-    println!("{:<38} {:>12}  {:<14} {}", "figure", "value", "target", "");
+    println!("figure                                        value  target");
     for (name, target) in targets.iter().filter(|(n, _)| !n.is_empty()) {
         let value = figures.0.get(name).cloned().unwrap_or(Value::Null);
         let (text, verdict) = match target {
