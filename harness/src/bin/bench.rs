@@ -839,7 +839,10 @@ fn print_table(
     println!("figure                                        value  target");
     for (name, target) in targets.iter().filter(|(n, _)| !n.is_empty()) {
         // Text first: serde_json values ignore width.
-        let value = figures.0.get(name).map_or_else(String::new, Value::to_string);
+        let value = figures
+            .0
+            .get(name)
+            .map_or_else(String::new, Value::to_string);
         let (text, verdict) = match target {
             Some((text, met)) => (*text, if *met { "met" } else { "MISSED" }),
             None => ("", ""),
