@@ -187,12 +187,37 @@ pub async fn backends_for(
 ) -> anyhow::Result<Backends> {
     let postgres =
         postgres_clients(&config, metrics.clone()).context("building the PostgreSQL client")?;
+    let config_for_sql = (config.clone(), metrics.clone());
     let cosmos = crate::azure::AzureCosmos::new(config, metrics)
         .await
         .context("building the Azure client")?;
     let mut backends = Backends::from_one(Arc::new(cosmos));
     backends.postgres = Arc::new(postgres);
+    backends.sql = Arc::new(sql_clients(&config_for_sql)?);
     Ok(backends)
+}
+
+/// The operator's T-SQL connections: its own Entra credential for the cloud's Azure SQL
+/// scope, and TLS (TDS 8 strict) trusting what the Azure client trusts.
+fn sql_clients(
+    (config, metrics): &(crate::azure::AzureConfig, Option<Metrics>),
+) -> anyhow::Result<crate::backend::sql::SqlClients> {
+    use crate::azure::{credential, pipeline};
+    use crate::backend::sql::{CredentialToken, SqlClients};
+    let transport = pipeline::transport(config.extra_ca_pem.as_deref())?;
+    let credential = credential::build(
+        &config.credential,
+        &config.tenant_id,
+        &config.authority_host,
+        transport,
+        metrics.clone(),
+    )?;
+    let scope = config.cloud.scope(&crate::backend::TokenScope::AzureSql);
+    let tls = pipeline::tls_config(config.extra_ca_pem.as_deref())?;
+    Ok(SqlClients::new(
+        Arc::new(CredentialToken::new(credential, scope)),
+        tls,
+    ))
 }
 
 /// The operator's PostgreSQL connections: its own Entra credential for the cloud's

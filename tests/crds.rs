@@ -287,7 +287,8 @@ fn a_container_without_a_database_is_rejected() {
 #[test]
 fn a_target_with_two_backends_or_none_is_rejected() {
     let mut target = example("10-target-cosmos-demo.yaml");
-    target["spec"]["sql"] = json!({"kind": "AzureSqlDatabase", "server": "shop.database.windows.net"});
+    target["spec"]["sql"] =
+        json!({"kind": "AzureSqlDatabase", "server": "shop.database.windows.net"});
     assert_rejected(&target, "exactly one backend block must be set");
 
     let mut target = example("10-target-cosmos-demo.yaml");
@@ -434,20 +435,38 @@ fn sql_target(sql: Value, allowed_roles: Value) -> Value {
 fn sql_targets_are_checked_at_admission() {
     let ok = json!({"kind": "AzureSqlDatabase", "server": "shop.database.windows.net", "database": "orders",
         "roles": {"analyst": {"memberOf": ["app_reader"], "schemas": [{"schema": "sales", "permissions": ["SELECT", "VIEW DEFINITION"]}]}}});
-    assert!(api_server_errors(&sql_target(ok.clone(), json!(["reader", "contributor", "analyst"]))).is_empty());
-    assert_rejected(&sql_target(ok.clone(), json!(["auditor"])), "every entry of allowedRoles must be declared");
+    assert!(
+        api_server_errors(&sql_target(
+            ok.clone(),
+            json!(["reader", "contributor", "analyst"])
+        ))
+        .is_empty()
+    );
+    assert_rejected(
+        &sql_target(ok.clone(), json!(["auditor"])),
+        "every entry of allowedRoles must be declared",
+    );
     let mut ip = ok.clone();
     ip["server"] = json!("10.0.0.4");
     assert_rejected(&sql_target(ip, json!(["reader"])), "not an IP address");
     let mut master = ok.clone();
     master["database"] = json!("MASTER");
-    assert_rejected(&sql_target(master, json!(["reader"])), "not master, tempdb, model or msdb");
+    assert_rejected(
+        &sql_target(master, json!(["reader"])),
+        "not master, tempdb, model or msdb",
+    );
     let mut owner = ok.clone();
     owner["roles"]["analyst"]["memberOf"] = json!(["db_owner"]);
-    assert_rejected(&sql_target(owner, json!(["analyst"])), "a role that escalates");
+    assert_rejected(
+        &sql_target(owner, json!(["analyst"])),
+        "a role that escalates",
+    );
     let mut builtin = ok.clone();
     builtin["roles"] = json!({"reader": {"memberOf": ["app_reader"]}});
-    assert_rejected(&sql_target(builtin, json!(["reader"])), "must not be 'reader' or 'contributor'");
+    assert_rejected(
+        &sql_target(builtin, json!(["reader"])),
+        "must not be 'reader' or 'contributor'",
+    );
     let mut kind = ok;
     kind["kind"] = json!("Oracle");
     assert!(!api_server_errors(&sql_target(kind, json!(["reader"]))).is_empty());

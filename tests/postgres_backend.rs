@@ -245,6 +245,7 @@ fn access(principal: &str, role: &str) -> Access {
         role: role.into(),
         database: None,
         container: None,
+        client_id: None,
     }
 }
 

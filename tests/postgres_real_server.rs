@@ -105,6 +105,7 @@ async fn a_real_flexible_server_grants_verifies_and_revokes() {
         role: "reader".into(),
         database: None,
         container: None,
+        client_id: None,
     };
 
     let endpoint = backend.prepare().await.unwrap();

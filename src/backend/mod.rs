@@ -95,6 +95,17 @@ pub struct Access {
     pub database: Option<String>,
     /// Container (Cosmos DB) within `database`, if the grant names one.
     pub container: Option<String>,
+    /// Client (application) id of the workload identity, when known: the T-SQL backends key
+    /// contained users by it (their SID), not by the object id.
+    pub client_id: Option<String>,
+}
+
+impl Access {
+    /// The same access, naming the identity's client id.
+    pub fn for_client(mut self, client_id: Option<&str>) -> Self {
+        self.client_id = client_id.map(str::to_string);
+        self
+    }
 }
 
 /// One piece of access dbgrant made in a database (a Cosmos DB role assignment today; a
@@ -219,6 +230,8 @@ pub struct Backends {
     pub entra: Arc<dyn IdentityExchange>,
     /// The operator's PostgreSQL connections (unconfigured until set: every call says so).
     pub postgres: Arc<postgres::PostgresClients>,
+    /// The operator's T-SQL connections (unconfigured until set: every call says so).
+    pub sql: Arc<sql::SqlClients>,
 }
 
 impl Backends {
@@ -232,6 +245,7 @@ impl Backends {
             cosmos: client.clone(),
             entra: client,
             postgres: Arc::new(postgres::PostgresClients::unconfigured()),
+            sql: Arc::new(sql::SqlClients::unconfigured()),
         }
     }
 
@@ -240,6 +254,7 @@ impl Backends {
         cosmos::parse_assignment_id(id)
             .map(|(account, _)| account.to_ascii_lowercase())
             .or_else(|| postgres::store_of(id))
+            .or_else(|| sql::store_of(id))
     }
 
     /// The backend behind `target`'s backend block: the one dispatch on the kind of database.
@@ -252,6 +267,11 @@ impl Backends {
         spec: &crate::api::DatabaseTargetSpec,
     ) -> Result<Arc<dyn Backend>, BackendError> {
         match (&spec.cosmos, &spec.postgres) {
+            (None, None) if let Some(target) = &spec.sql => Ok(Arc::new(sql::SqlBackend::new(
+                name,
+                target.clone(),
+                self.sql.clone(),
+            ))),
             (Some(cosmos), _) => Ok(Arc::new(cosmos::CosmosBackend::new(
                 name,
                 cosmos.clone(),

@@ -13,8 +13,13 @@
 //! its store (server and database): `mssql://host:port/db#role=reader&cid=<client id>`, the
 //! database percent-encoded so the id can be lower-cased without losing the name's case.
 
+mod backend;
+pub mod connect;
 pub mod plan;
 pub mod tsql;
+
+pub use backend::SqlBackend;
+pub use connect::{CredentialToken, SqlClients};
 
 use std::fmt::Write as _;
 

@@ -317,7 +317,10 @@ async fn evaluate(
                         unreachable_gate();
                         return Ok(None);
                     };
-                    match backend.holding_for(&access(grant, &resolved.principal_id)) {
+                    let client_id = token_identity.as_ref().map(|(_, f)| f.client_id.as_str());
+                    match backend
+                        .holding_for(&access(grant, &resolved.principal_id).for_client(client_id))
+                    {
                         Ok(holding) => want = Some((holding, backend)),
                         Err(error) => {
                             pass.blocked = Some(Step::failed(error.reason, error.message));
@@ -410,6 +413,7 @@ fn access(grant: &DatabaseAccessGrant, principal_id: &str) -> Access {
         role: grant.spec.role.clone(),
         database: grant.spec.database.clone(),
         container: grant.spec.container.clone(),
+        client_id: None,
     }
 }
 
