@@ -210,7 +210,8 @@ impl Arm {
             (None, None) => (PollMode::Resource, resource),
         };
         let started = Instant::now();
-        let mut wait = self.poll_wait(&reply);
+        let mut polls = 0;
+        let mut wait = self.poll_wait(&reply, polls);
         loop {
             // Elapsed plus wait, never `Instant + Duration`: that panics on overflow, and the
             // wait comes from Azure's headers.
@@ -231,7 +232,8 @@ impl Arm {
             let reply = self
                 .call("lro_poll", what, Method::Get, url.clone(), None)
                 .await?;
-            wait = self.poll_wait(&reply);
+            polls += 1;
+            wait = self.poll_wait(&reply, polls);
             let done = match mode {
                 PollMode::AsyncOperation => {
                     if !reply.is_success() {
@@ -262,8 +264,16 @@ impl Arm {
         }
     }
 
-    fn poll_wait(&self, reply: &Reply) -> std::time::Duration {
-        reply.retry_after().unwrap_or(self.http.timing.lro_poll)
+    /// How long to wait before the next status poll: Azure's Retry-After when it sends one;
+    /// otherwise an eighth of the poll interval, doubling each poll up to the interval. Most
+    /// RBAC writes finish within a second, and the account's next write waits for this one.
+    fn poll_wait(&self, reply: &Reply, polls: u32) -> std::time::Duration {
+        reply.retry_after().unwrap_or_else(|| {
+            let interval = self.http.timing.lro_poll;
+            (interval / 8)
+                .saturating_mul(1 << polls.min(3))
+                .min(interval)
+        })
     }
 
     /// Parse a URL Azure handed us and check it stays on the ARM host (or a subdomain).

@@ -170,8 +170,10 @@ impl Cluster for FakeCluster {
         status: &DatabaseAccessGrantStatus,
     ) -> Result<(), kube::Error> {
         *lock(&self.status_writes) += 1;
-        lock(&self.grant_statuses)
-            .insert((namespace.to_string(), name.to_string()), status.clone());
+        // Stored as the API server stores it: through JSON (times in whole seconds).
+        let stored = serde_json::from_value(serde_json::to_value(status).expect("serialisable"))
+            .expect("deserialisable");
+        lock(&self.grant_statuses).insert((namespace.to_string(), name.to_string()), stored);
         Ok(())
     }
 

@@ -751,3 +751,29 @@ async fn a_refused_token_request_is_said_on_the_grant_and_revocations_name_what_
         revoked[0].note
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn passes_that_change_nothing_write_nothing_also_with_a_token_secret() {
+    let rig = shop().await;
+    let mut spec = rig.grant_spec("shop", "reader");
+    spec["tokenSecret"] = json!({"name": "reader-token"});
+    rig.put_grant("shop", "reader", spec);
+    rig.settle().await;
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("True".into(), "Ready".into()))
+    );
+    let (statuses, writes) = (
+        *rig.cluster.status_writes.lock().unwrap(),
+        rig.cosmos.write_count(),
+    );
+    for _ in 0..3 {
+        rig.reconcile("shop", "reader").await;
+    }
+    assert_eq!(
+        *rig.cluster.status_writes.lock().unwrap(),
+        statuses,
+        "no status write"
+    );
+    assert_eq!(rig.cosmos.write_count(), writes, "no Azure write");
+}

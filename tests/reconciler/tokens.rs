@@ -108,7 +108,11 @@ async fn the_token_secret_is_typed_owned_labelled_and_scheduled() {
         "{after} of {life}"
     );
     let status = grant.status.unwrap();
-    assert_eq!(status.token_expires_at.map(|t| t.0), Some(expires));
+    // The status keeps whole seconds, as the API server does.
+    assert_eq!(
+        status.token_expires_at.map(|t| t.0.as_second()),
+        Some(expires.as_second())
+    );
     assert_eq!(status.token_secret_name.as_deref(), Some("orders-token"));
     assert_eq!(
         rig.condition("shop", "reader", "TokenProjected"),

@@ -272,7 +272,7 @@ async fn refresh(
         Ok(wait) => {
             let schedule = schedule.as_ref().map(|s| (s.expires_at, s.refresh_at));
             let (expires_at, refresh_at) = schedule.unwrap_or((now, now));
-            status.token_expires_at = Some(Time(expires_at));
+            status.token_expires_at = Some(as_stored(expires_at));
             status.token_secret_name = Some(name.clone());
             return Ok((
                 Step::ok(
@@ -372,7 +372,7 @@ async fn refresh(
         why = ?why,
         "token Secret written"
     );
-    status.token_expires_at = Some(Time(issued.expires_at));
+    status.token_expires_at = Some(as_stored(issued.expires_at));
     status.token_secret_name = Some(name.clone());
     let mut message = format!(
         "Secret {name} holds a token valid until {}; refreshed from {refresh_at}",
@@ -437,6 +437,12 @@ async fn write(
 /// `TokenProjected` stays True (`RefreshDelayed`) and the current token is kept; near expiry
 /// it turns False. Transient failures are retried with backoff (honouring Retry-After); a
 /// configuration error waits for a change (or looks slowly, when it is fixed in Azure).
+/// A time as the API server keeps it in a status (whole seconds): a status compared with
+/// the one read back must not differ in its fractions alone, or every pass would write it.
+fn as_stored(at: Timestamp) -> Time {
+    Time(Timestamp::from_second(at.as_second()).unwrap_or(at))
+}
+
 fn failed_refresh(
     name: &str,
     error: &BackendError,
@@ -449,7 +455,7 @@ fn failed_refresh(
     let current = schedule.filter(|s| why == Why::Due && s.expires_at > now);
     match current {
         Some(s) => {
-            status.token_expires_at = Some(Time(s.expires_at));
+            status.token_expires_at = Some(as_stored(s.expires_at));
             status.token_secret_name = Some(name.to_string());
             let message = format!(
                 "refreshing the token failed ({}); Secret {name} keeps its token, valid until {}; retrying",
