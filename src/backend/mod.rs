@@ -3,6 +3,7 @@
 //! controllers never see HTTP and tests can swap the implementation.
 
 pub mod cosmos;
+mod ids;
 pub mod postgres;
 pub mod sql;
 

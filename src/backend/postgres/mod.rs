@@ -19,8 +19,7 @@ pub mod sql;
 pub use backend::PostgresBackend;
 pub use connect::{CredentialToken, OperatorToken, PostgresClients};
 
-use std::fmt::Write as _;
-
+use super::ids::{decode, encode};
 use uuid::Uuid;
 
 /// The longest identifier PostgreSQL keeps; longer ones are silently truncated.
@@ -116,40 +115,6 @@ pub fn parse_holding_id(id: &str) -> Option<HoldingId> {
 /// The store a holding id belongs to, when it is a PostgreSQL holding id.
 pub fn store_of(id: &str) -> Option<String> {
     parse_holding_id(id).map(|h| h.store)
-}
-
-/// Percent-encode every byte but lower-case letters, digits, `_` and `-`, so the result
-/// survives lower-casing and `#`, `/`, `%` cannot be confused with the id's structure.
-fn encode(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-' {
-            out.push(byte as char);
-        } else {
-            let _ = write!(out, "%{byte:02x}");
-        }
-    }
-    out
-}
-
-fn decode(encoded: &str) -> Option<String> {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = encoded.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

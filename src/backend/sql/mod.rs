@@ -21,8 +21,7 @@ pub mod tsql;
 pub use backend::SqlBackend;
 pub use connect::{CredentialToken, SqlClients};
 
-use std::fmt::Write as _;
-
+use super::ids::{decode, encode};
 use uuid::Uuid;
 
 /// The longest identifier (sysname) T-SQL keeps, in UTF-16 units; `QUOTENAME` returns NULL
@@ -64,11 +63,11 @@ pub fn sid_of(client_id: &Uuid) -> [u8; 16] {
 
 /// `0x...` as `CONVERT(varchar(34), sid, 1)` renders it, upper-case hex.
 pub fn sid_literal(client_id: &Uuid) -> String {
-    let mut out = String::from("0x");
-    for byte in sid_of(client_id) {
-        let _ = write!(out, "{byte:02X}");
-    }
-    out
+    let hex: String = sid_of(client_id)
+        .iter()
+        .map(|byte| format!("{byte:02X}"))
+        .collect();
+    format!("0x{hex}")
 }
 
 /// A client id as dbgrant accepts it: a hyphenated GUID, not nil (braces, whitespace and
@@ -153,40 +152,6 @@ pub fn parse_holding_id(id: &str) -> Option<HoldingId> {
 /// The store a holding id belongs to, when it is a T-SQL holding id.
 pub fn store_of(id: &str) -> Option<String> {
     parse_holding_id(id).map(|h| h.store)
-}
-
-/// Percent-encode every byte but lower-case letters, digits, `_` and `-`, so the result
-/// survives lower-casing and `#`, `/`, `%` cannot be confused with the id's structure.
-fn encode(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-' {
-            out.push(byte as char);
-        } else {
-            let _ = write!(out, "%{byte:02x}");
-        }
-    }
-    out
-}
-
-fn decode(encoded: &str) -> Option<String> {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = encoded.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
