@@ -79,6 +79,25 @@ impl Error {
         }
     }
 
+    /// How soon to look again when the failure was only a busy store (contention ends within
+    /// one operation, so it never earns a growing backoff).
+    pub fn busy_retry(&self) -> Option<std::time::Duration> {
+        let busy = |e: &BackendError| {
+            (e.reason == Reason::AccountBusy)
+                .then(|| e.retry_after.unwrap_or(std::time::Duration::from_secs(2)))
+        };
+        match self {
+            Self::Cleanup(e) => busy(e),
+            Self::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.busy_retry()
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether retrying later may succeed without the user changing anything.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -103,6 +122,19 @@ impl From<kube::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_store_is_retried_soon_however_deeply_it_is_wrapped() {
+        let busy = Error::Cleanup(BackendError::new(Reason::AccountBusy, "in flight"));
+        assert_eq!(busy.busy_retry(), Some(std::time::Duration::from_secs(2)));
+        let wrapped = Error::Finalizer(Box::new(finalizer::Error::CleanupFailed(busy)));
+        assert_eq!(
+            wrapped.busy_retry(),
+            Some(std::time::Duration::from_secs(2))
+        );
+        let other = Error::Cleanup(BackendError::new(Reason::AzureUnavailable, "503"));
+        assert_eq!(other.busy_retry(), None);
+    }
 
     #[test]
     fn nested_errors_keep_their_reason_and_transience() {

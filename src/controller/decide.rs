@@ -176,7 +176,11 @@ pub const AZURE_SETUP_RECHECK: Duration = Duration::from_secs(30);
 
 /// When to look again after a backend failure.
 pub fn next_for(error: &BackendError) -> Next {
-    if error.reason.fixed_in_azure() {
+    if error.reason == Reason::AccountBusy {
+        // Contention, not a failure: look again shortly, never with a growing backoff (the
+        // write that holds the account ends within one operation).
+        Next::Soon
+    } else if error.reason.fixed_in_azure() {
         // Slowly, with the usual doubling above the floor (one token exchange per look).
         Next::Backoff(Some(
             error
@@ -542,6 +546,9 @@ mod tests {
         );
         let missing = BackendError::new(Reason::ServiceAccountNotFound, "no such ServiceAccount");
         assert_eq!(next_for(&missing), Next::AwaitChange);
+        // Contention only: soon, never a growing backoff.
+        let busy = BackendError::new(Reason::AccountBusy, "HTTP 412");
+        assert_eq!(next_for(&busy), Next::Soon);
         let mut throttled = BackendError::new(Reason::AzureThrottled, "429");
         throttled.retry_after = Some(Duration::from_secs(7));
         assert_eq!(

@@ -68,16 +68,22 @@ impl AccountLocks {
             .ok()
     }
 
-    /// Take the account's lock, or fail with `AccountBusy` (retried shortly) when another
-    /// write holds it.
-    pub fn lock_or_busy(&self, account_id: &str) -> Result<OwnedMutexGuard<()>, BackendError> {
-        self.try_lock(account_id).ok_or_else(|| BackendError {
-            retry_after: Some(Duration::from_secs(2)),
-            ..BackendError::new(
-                Reason::AccountBusy,
-                "another RBAC write on the account is in flight",
-            )
-        })
+    /// Take the account's lock (waiting as `acquire` does), or fail with `AccountBusy`
+    /// (retried shortly) when another write holds it.
+    pub async fn lock_or_busy(
+        &self,
+        account_id: &str,
+        max_wait: Duration,
+    ) -> Result<OwnedMutexGuard<()>, BackendError> {
+        self.acquire(account_id, max_wait)
+            .await
+            .ok_or_else(|| BackendError {
+                retry_after: Some(Duration::from_secs(2)),
+                ..BackendError::new(
+                    Reason::AccountBusy,
+                    "another RBAC write on the account is in flight",
+                )
+            })
     }
 }
 

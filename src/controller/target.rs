@@ -259,7 +259,10 @@ async fn end_access(name: &str, backend: &dyn Backend, ctx: &Context) -> Result<
         .iter()
         .map(|(_, id)| report::holding_from_id(id))
         .collect();
-    let _guard = ctx.account_locks.lock_or_busy(&store)?;
+    let _guard = ctx
+        .account_locks
+        .lock_or_busy(&store, std::time::Duration::from_secs(30))
+        .await?;
     let blocking = backend.remove_target_owned(&recorded).await?;
     if blocking.is_empty() {
         Ok(())
@@ -287,6 +290,9 @@ pub fn error_policy(
     }
     ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
     tracing::warn!(target = %target.name_any(), error = %crate::error::chain(error), "target reconcile failed");
+    if let Some(soon) = error.busy_retry() {
+        return Action::requeue(soon);
+    }
     if error.is_transient() {
         let at_least = match error {
             Error::Finalizer(inner) => match inner.as_ref() {

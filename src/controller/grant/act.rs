@@ -249,7 +249,10 @@ pub(super) async fn revoke(
         tracing::warn!(grant = %grant.name_any(), holding = id, "no DatabaseTarget declares the store of this access any more; record dropped");
         return Ok(());
     };
-    let _guard = ctx.account_locks.lock_or_busy(&backend.store())?;
+    let _guard = ctx
+        .account_locks
+        .lock_or_busy(&backend.store(), STORE_WAIT)
+        .await?;
     if backend.revoke(id).await? {
         report::audit(
             ctx.cluster.as_ref(),

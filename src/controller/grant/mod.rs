@@ -70,6 +70,9 @@ pub fn error_policy(grant: Arc<DatabaseAccessGrant>, error: &Error, ctx: Arc<Con
     }
     ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
     tracing::warn!(grant = %grant.name_any(), error = %crate::error::chain(error), "grant reconcile failed");
+    if let Some(soon) = error.busy_retry() {
+        return Action::requeue(soon);
+    }
     if error.is_transient() {
         Action::requeue(
             ctx.backoff
