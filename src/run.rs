@@ -202,22 +202,13 @@ pub async fn backends_for(
 fn sql_clients(
     (config, metrics): &(crate::azure::AzureConfig, Option<Metrics>),
 ) -> anyhow::Result<crate::backend::sql::SqlClients> {
-    use crate::azure::{credential, pipeline};
-    use crate::backend::sql::{CredentialToken, SqlClients};
-    let transport = pipeline::transport(config.extra_ca_pem.as_deref())?;
-    let credential = credential::build(
-        &config.credential,
-        &config.tenant_id,
-        &config.authority_host,
-        transport,
+    let (token, tls) = database_sign_in(
+        config,
         metrics.clone(),
+        crate::backend::TokenScope::AzureSql,
+        "Azure SQL",
     )?;
-    let scope = config.cloud.scope(&crate::backend::TokenScope::AzureSql);
-    let tls = pipeline::tls_config(config.extra_ca_pem.as_deref())?;
-    Ok(SqlClients::new(
-        Arc::new(CredentialToken::new(credential, scope)),
-        tls,
-    ))
+    Ok(crate::backend::sql::SqlClients::new(token, tls))
 }
 
 /// The operator's PostgreSQL connections: its own Entra credential for the cloud's
@@ -226,8 +217,24 @@ fn postgres_clients(
     config: &crate::azure::AzureConfig,
     metrics: Option<Metrics>,
 ) -> anyhow::Result<crate::backend::postgres::PostgresClients> {
+    let (token, tls) = database_sign_in(
+        config,
+        metrics,
+        crate::backend::TokenScope::PostgreSql,
+        "PostgreSQL",
+    )?;
+    Ok(crate::backend::postgres::PostgresClients::new(token, tls))
+}
+
+/// What a SQL backend signs in with: the operator's own credential for the database's scope
+/// in this cloud, and TLS trusting what the Azure client trusts.
+fn database_sign_in(
+    config: &crate::azure::AzureConfig,
+    metrics: Option<Metrics>,
+    scope: crate::backend::TokenScope,
+    service: &'static str,
+) -> anyhow::Result<(Arc<dyn crate::backend::OperatorToken>, rustls::ClientConfig)> {
     use crate::azure::{credential, pipeline};
-    use crate::backend::postgres::{CredentialToken, PostgresClients};
     let transport = pipeline::transport(config.extra_ca_pem.as_deref())?;
     let credential = credential::build(
         &config.credential,
@@ -236,10 +243,8 @@ fn postgres_clients(
         transport,
         metrics,
     )?;
-    let scope = config.cloud.scope(&crate::backend::TokenScope::PostgreSql);
+    let token =
+        crate::backend::CredentialToken::new(credential, config.cloud.scope(&scope), service);
     let tls = pipeline::tls_config(config.extra_ca_pem.as_deref())?;
-    Ok(PostgresClients::new(
-        Arc::new(CredentialToken::new(credential, scope)),
-        tls,
-    ))
+    Ok((Arc::new(token), tls))
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use azure_core::credentials::Secret;
 use dbgrant::api::{PostgresRole, PostgresTarget, Reason, SchemaPrivileges, TablePrivilege};
-use dbgrant::backend::postgres::{OperatorToken, PostgresBackend, PostgresClients};
+use dbgrant::backend::OperatorToken;
+use dbgrant::backend::postgres::{PostgresBackend, PostgresClients};
 use dbgrant::backend::{Access, Backend, BackendError, Holding};
 use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ServicePrincipal};
 use dbgrant_sim::postgres::{AUDIENCE, Front, RealPostgres};

@@ -4,8 +4,11 @@
 
 pub mod cosmos;
 mod ids;
+pub mod operator_token;
 pub mod postgres;
 pub mod sql;
+
+pub use operator_token::{CredentialToken, OperatorToken};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::Secret;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::api::Reason;
 use crate::backend::BackendError;
+use crate::backend::operator_token::{NoToken, OperatorToken};
 
 /// How long connecting (TCP, TLS, sign-in) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,56 +23,6 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 const POOL_SIZE: usize = 2;
 /// A pooled connection older than this is closed rather than reused.
 const MAX_AGE: Duration = Duration::from_secs(600);
-
-/// The operator's own Entra token for PostgreSQL (`https://ossrdbms-aad.database.windows.net/.default`
-/// in Azure's public cloud).
-#[async_trait::async_trait]
-pub trait OperatorToken: Send + Sync {
-    /// A token valid now.
-    async fn token(&self) -> Result<Secret, BackendError>;
-}
-
-/// [`OperatorToken`] from an azure_identity credential and the cloud's PostgreSQL scope.
-pub struct CredentialToken {
-    credential: Arc<dyn TokenCredential>,
-    scope: String,
-}
-
-impl CredentialToken {
-    /// Tokens of `credential` for `scope`.
-    pub fn new(credential: Arc<dyn TokenCredential>, scope: String) -> Self {
-        Self { credential, scope }
-    }
-}
-
-#[async_trait::async_trait]
-impl OperatorToken for CredentialToken {
-    async fn token(&self) -> Result<Secret, BackendError> {
-        self.credential
-            .get_token(&[self.scope.as_str()], None)
-            .await
-            .map(|t| t.token)
-            .map_err(|e| {
-                BackendError::new(
-                    Reason::AzureUnavailable,
-                    format!("getting the operator's PostgreSQL token from Entra ID: {e}"),
-                )
-            })
-    }
-}
-
-/// No PostgreSQL access configured (an operator built for Cosmos DB only, or a test).
-pub struct NoToken;
-
-#[async_trait::async_trait]
-impl OperatorToken for NoToken {
-    async fn token(&self) -> Result<Secret, BackendError> {
-        Err(BackendError::new(
-            Reason::TargetNotPrepared,
-            "this operator was started without a credential for PostgreSQL",
-        ))
-    }
-}
 
 type Key = (String, u16, String, String);
 
@@ -104,7 +55,7 @@ impl PostgresClients {
                 .with_no_client_auth()
         });
         match tls {
-            Ok(tls) => Self::new(Arc::new(NoToken), tls),
+            Ok(tls) => Self::new(Arc::new(NoToken("PostgreSQL")), tls),
             // ring's defaults always include a protocol version.
             Err(_) => unreachable!("ring supports the default protocol versions"),
         }

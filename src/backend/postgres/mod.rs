@@ -17,7 +17,7 @@ pub mod plan;
 pub mod sql;
 
 pub use backend::PostgresBackend;
-pub use connect::{CredentialToken, OperatorToken, PostgresClients};
+pub use connect::PostgresClients;
 
 use super::ids::{decode, encode};
 use uuid::Uuid;

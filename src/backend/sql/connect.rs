@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::Secret;
 use tiberius::{AuthMethod, Client, Config, EncryptionLevel, Row};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -21,6 +21,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use super::tsql::{Batch, Param};
 use crate::api::Reason;
 use crate::backend::BackendError;
+use crate::backend::operator_token::{NoToken, OperatorToken};
 
 /// How long connecting (TCP, TLS, sign-in, one redirect) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,60 +36,11 @@ const MAX_AGE: Duration = Duration::from_secs(300);
 /// A signed-in TDS connection.
 pub type SqlClient = Client<Compat<TlsStream<TcpStream>>>;
 
-/// The operator's own Entra token for Azure SQL (`https://database.windows.net/.default` in
-/// Azure's public cloud).
-#[async_trait::async_trait]
-pub trait SqlToken: Send + Sync {
-    /// A token valid now.
-    async fn token(&self) -> Result<Secret, BackendError>;
-}
-
-/// [`SqlToken`] from an azure_identity credential and the cloud's SQL scope.
-pub struct CredentialToken {
-    credential: Arc<dyn TokenCredential>,
-    scope: String,
-}
-
-impl CredentialToken {
-    /// Tokens of `credential` for `scope`.
-    pub fn new(credential: Arc<dyn TokenCredential>, scope: String) -> Self {
-        Self { credential, scope }
-    }
-}
-
-#[async_trait::async_trait]
-impl SqlToken for CredentialToken {
-    async fn token(&self) -> Result<Secret, BackendError> {
-        self.credential
-            .get_token(&[self.scope.as_str()], None)
-            .await
-            .map(|t| t.token)
-            .map_err(|e| {
-                BackendError::new(
-                    Reason::AzureUnavailable,
-                    format!("getting the operator's Azure SQL token from Entra ID: {e}"),
-                )
-            })
-    }
-}
-
-struct NoToken;
-
-#[async_trait::async_trait]
-impl SqlToken for NoToken {
-    async fn token(&self) -> Result<Secret, BackendError> {
-        Err(BackendError::new(
-            Reason::TargetNotPrepared,
-            "this operator was started without a credential for Azure SQL",
-        ))
-    }
-}
-
 type Key = (String, u16, String);
 
 /// The operator's T-SQL connections, shared by every SQL target.
 pub struct SqlClients {
-    token: Arc<dyn SqlToken>,
+    token: Arc<dyn OperatorToken>,
     tls: TlsConnector,
     idle: Mutex<HashMap<Key, Vec<(Instant, SqlClient)>>>,
     writes: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
@@ -97,7 +49,7 @@ pub struct SqlClients {
 impl SqlClients {
     /// Clients signing in with `token`, trusting what `tls` trusts (its verifier checks the
     /// certificate chain and the server's name; `tds/8.0` is added to its ALPN list).
-    pub fn new(token: Arc<dyn SqlToken>, mut tls: rustls::ClientConfig) -> Self {
+    pub fn new(token: Arc<dyn OperatorToken>, mut tls: rustls::ClientConfig) -> Self {
         tls.alpn_protocols = vec![b"tds/8.0".to_vec()];
         Self {
             token,
@@ -118,7 +70,7 @@ impl SqlClients {
                 .with_no_client_auth()
         });
         match tls {
-            Ok(tls) => Self::new(Arc::new(NoToken), tls),
+            Ok(tls) => Self::new(Arc::new(NoToken("Azure SQL")), tls),
             Err(_) => unreachable!("ring supports the default protocol versions"),
         }
     }

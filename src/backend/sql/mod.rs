@@ -19,7 +19,7 @@ pub mod plan;
 pub mod tsql;
 
 pub use backend::SqlBackend;
-pub use connect::{CredentialToken, SqlClients};
+pub use connect::SqlClients;
 
 use super::ids::{decode, encode};
 use uuid::Uuid;
