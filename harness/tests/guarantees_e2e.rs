@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use dbgrant::api::{DatabaseAccessGrant, DatabaseTarget, Reason};
+use dbgrant_sim::azure::{AzureOperation as Op, Verb};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::world::{World, WorldOptions, is_ready};
@@ -118,22 +119,38 @@ async fn an_assignment_made_during_a_crash_is_revoked_when_the_grant_goes_meanwh
     world
         .grant("g", json!({"serviceAccountName": "app", "role": "reader"}))
         .await;
-    // The record is written before the PUT: once it shows, the write is on its way (in the
-    // simulator it takes two seconds, in Azure several), and the operator dies before Azure
-    // answers.
+    // The record is written before the PUT: once it shows, the write is on its way. With the
+    // simulators in-process, wait until Azure has accepted the PUT (its operation runs two
+    // seconds), so the operator dies mid-write; against real Azure the record is the signal.
     world
         .wait_grant("g", "the access recorded", |g| {
             g.status.as_ref().is_some_and(|s| !s.held.is_empty())
         })
         .await;
+    if let Some(sims) = world.sims() {
+        world
+            .eventually("the PUT is in flight", Duration::from_secs(20), || async {
+                (sims
+                    .azure
+                    .counters()
+                    .with_status(Op::SqlRoleAssignments(Verb::Put), 202)
+                    > 0)
+                .then_some(())
+            })
+            .await;
+    }
     world.kill_operator().await;
-    world
-        .eventually(
-            "Azure made the assignment",
-            Duration::from_secs(30),
-            || async { (!world.assignments_of(&app.principal_id).await.is_empty()).then_some(()) },
-        )
-        .await;
+    if world.sims().is_some() {
+        world
+            .eventually(
+                "Azure made the assignment",
+                Duration::from_secs(30),
+                || async {
+                    (!world.assignments_of(&app.principal_id).await.is_empty()).then_some(())
+                },
+            )
+            .await;
+    }
     // The grant is deleted while the operator is down.
     world
         .grants()
