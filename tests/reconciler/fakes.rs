@@ -291,6 +291,10 @@ pub enum Fault {
     /// The PUT creates the assignment, then the answer is lost (a long operation that timed
     /// out on our side).
     PutLostAfterCreate,
+    /// The PUT is accepted and keeps running in Azure (its caller died): the assignment
+    /// appears only when `finish_writes` is called, and until then every other write on the
+    /// account gets 412, as Cosmos DB's account lock answers.
+    PutStillRunning,
     /// The call fails with this error and changes nothing.
     Fail(BackendError),
 }
@@ -304,6 +308,8 @@ pub struct FakeCosmos {
     pub put_fault: Mutex<Option<Fault>>,
     pub delete_fault: Mutex<Option<Fault>>,
     pub exchanges: Mutex<usize>,
+    /// Writes still running in Azure: (account, assignment).
+    pub running: Mutex<Vec<(String, RoleAssignment)>>,
     /// Entra ID answers 503 to every exchange.
     pub entra_down: Mutex<bool>,
     /// The scope of each exchange, in order.
@@ -366,6 +372,20 @@ impl FakeCosmos {
         if let Some(a) = lock(&self.accounts).get_mut(&account.to_ascii_lowercase()) {
             a.assignments.retain(|x| !x.guid.eq_ignore_ascii_case(guid));
         }
+    }
+
+    /// Azure finishes the writes still running.
+    pub fn finish_writes(&self) {
+        let running = std::mem::take(&mut *lock(&self.running));
+        for (account, assignment) in running {
+            self.add_assignment(&account, assignment);
+        }
+    }
+
+    fn busy(&self) -> Option<BackendError> {
+        (!lock(&self.running).is_empty()).then(|| {
+            BackendError::new(Reason::AccountBusy, "HTTP 412: an operation is in progress")
+        })
     }
 
     pub fn write_count(&self) -> usize {
@@ -507,6 +527,16 @@ impl CosmosAccess for FakeCosmos {
         if let Some(Fault::Fail(error)) = fault {
             return Err(error);
         }
+        if let Some(busy) = self.busy() {
+            return Err(busy);
+        }
+        if let Some(Fault::PutStillRunning) = fault {
+            lock(&self.running).push((account_id.to_string(), assignment.clone()));
+            return Err(BackendError::new(
+                Reason::AzureUnavailable,
+                "still running in Azure after 60s",
+            ));
+        }
         self.account(account_id, |a| {
             let defined = a.definitions.iter().any(|d| {
                 assignment
@@ -542,6 +572,9 @@ impl CosmosAccess for FakeCosmos {
         lock(&self.writes).push(format!("DELETE assignment {guid}"));
         if let Some(Fault::Fail(error)) = lock(&self.delete_fault).take() {
             return Err(error);
+        }
+        if let Some(busy) = self.busy() {
+            return Err(busy);
         }
         self.account(account_id, |a| {
             a.assignments.retain(|x| !x.guid.eq_ignore_ascii_case(guid));

@@ -777,3 +777,33 @@ async fn passes_that_change_nothing_write_nothing_also_with_a_token_secret() {
     );
     assert_eq!(rig.cosmos.write_count(), writes, "no Azure write");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_still_running_in_azure_when_its_grant_goes_is_revoked_once_it_lands() {
+    let rig = Rig::new();
+    rig.namespace("shop", &[("team", "shop")]);
+    rig.workload("shop", "api", ALICE_CLIENT, ALICE);
+    rig.cosmos_target("db", "acct", "shop", &["reader"]);
+    rig.reconcile_target("db").await;
+    rig.put_grant(
+        "shop",
+        "reader",
+        json!({"serviceAccountName": "api", "target": "db", "role": "reader"}),
+    );
+    *rig.cosmos.put_fault.lock().unwrap() = Some(Fault::PutStillRunning);
+    rig.reconcile("shop", "reader").await;
+    assert!(rig.access_on("acct").is_empty(), "not there yet");
+    // The grant goes (and the operator restarts) while Azure still runs the write.
+    rig.delete_grant("shop", "reader");
+    let rig = rig.restart();
+    rig.reconcile("shop", "reader").await;
+    assert!(
+        rig.grant_exists("shop", "reader"),
+        "the record stays while something may still land under it"
+    );
+    rig.cosmos.finish_writes();
+    assert_eq!(rig.access_on("acct").len(), 1, "the write landed");
+    rig.settle().await;
+    assert!(!rig.grant_exists("shop", "reader"));
+    assert!(rig.access_on("acct").is_empty(), "and was revoked");
+}

@@ -209,16 +209,29 @@ impl Backend for CosmosBackend {
         // Look before deleting: only an assignment dbgrant made is ever removed, whatever id a
         // record names.
         let assignments = self.access.list_role_assignments(self.account()).await?;
-        let ours = assignments
+        match assignments
             .iter()
-            .any(|a| a.guid.eq_ignore_ascii_case(guid) && made_by_dbgrant(a));
-        if !ours {
-            return Ok(false);
+            .find(|a| a.guid.eq_ignore_ascii_case(guid))
+        {
+            Some(found) if made_by_dbgrant(found) => {
+                self.access
+                    .delete_role_assignment(self.account(), guid)
+                    .await?;
+                Ok(true)
+            }
+            // Someone else's, under an id a record names: never touched.
+            Some(_) => Ok(false),
+            // Not there yet, perhaps: a write recorded by an earlier pass (or process) may still
+            // be running in Azure and land after this look. Deleting the absent id is harmless,
+            // and Cosmos DB answers it 412 (retried) until such a write has finished, so the
+            // record goes only once nothing can appear under it any more.
+            None => {
+                self.access
+                    .delete_role_assignment(self.account(), guid)
+                    .await?;
+                Ok(false)
+            }
         }
-        self.access
-            .delete_role_assignment(self.account(), guid)
-            .await?;
-        Ok(true)
     }
 
     async fn probe(
