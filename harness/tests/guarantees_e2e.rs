@@ -150,6 +150,17 @@ async fn an_assignment_made_during_a_crash_is_revoked_when_the_grant_goes_meanwh
                 },
             )
             .await;
+    } else {
+        // The operator here is a task in this process, not a pod: a request its HTTP client
+        // had already handed to a connection can still reach Azure after the "kill". A pod
+        // that dies sends nothing more, and its replacement starts seconds later; give such a
+        // straggler that long to land (or not) before going on.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline
+            && world.assignments_of(&app.principal_id).await.is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
     // The grant is deleted while the operator is down.
     world
