@@ -154,18 +154,7 @@ async fn deletion_while_azure_fails_keeps_the_finalizer_says_why_and_finishes_la
     );
 
     sims.azure.faults().clear();
-    world
-        .eventually("the grant is gone", Duration::from_secs(60), || async {
-            world
-                .grants()
-                .get_opt("g")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-                .then_some(())
-        })
-        .await;
+    world.wait_grant_gone("g", Duration::from_secs(60)).await;
     assert!(
         world.assignments_of(&app.principal_id).await.is_empty(),
         "revoked once Azure answers again"

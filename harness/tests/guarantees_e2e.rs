@@ -169,18 +169,7 @@ async fn an_assignment_made_during_a_crash_is_revoked_when_the_grant_goes_meanwh
         .await
         .unwrap();
     world.start_operator().await;
-    world
-        .eventually("the grant is gone", Duration::from_secs(30), || async {
-            world
-                .grants()
-                .get_opt("g")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-                .then_some(())
-        })
-        .await;
+    world.wait_grant_gone("g", Duration::from_secs(30)).await;
     assert!(
         world.assignments_of(&app.principal_id).await.is_empty(),
         "the assignment made during the crash does not leak"

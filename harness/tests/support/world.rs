@@ -612,15 +612,23 @@ impl World {
 
     /// Delete grant `name` and wait until it is gone (its finalizer ran).
     pub async fn delete_grant(&self, name: &str) {
+        self.grants()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        self.wait_grant_gone(name, self.limit).await;
+    }
+
+    /// Wait (at most `limit`) until grant `name` is gone: its finalizer ran.
+    pub async fn wait_grant_gone(&self, name: &str, limit: Duration) {
         let api = self.grants();
-        api.delete(name, &DeleteParams::default()).await.unwrap();
-        let gone = tokio::time::timeout(self.limit, async {
+        let gone = tokio::time::timeout(limit, async {
             while api.get_opt(name).await.ok().flatten().is_some() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
         .await;
-        gone.unwrap_or_else(|_| panic!("grant {name} still there after {:?}", self.limit));
+        gone.unwrap_or_else(|_| panic!("grant {name} still there after {limit:?}"));
     }
 
     /// The account's assignments for `principal`, read through ARM.
