@@ -55,6 +55,7 @@ pub async fn run(
         default_tenant: args.azure_tenant_id.clone(),
         // The pod name (`POD_NAME`, read by the flag) names this replica in events too.
         instance: args.leader_identity.clone(),
+        namespace: args.lease_namespace.clone(),
     };
     let result = match election {
         None => controller::run(client, backends, settings, metrics, ready, shutdown.clone()).await,

@@ -76,8 +76,10 @@ pub struct RunArgs {
     #[arg(long, env = "DBGRANT_LEASE_NAME", default_value = "dbgrant-leader")]
     pub lease_name: String,
 
-    /// Namespace of the leader-election Lease: the operator's own (downward API).
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// The operator's own namespace (downward API): the leader-election Lease and the key of
+    /// the identity seals on token Secrets live there. Without it a restart proves each
+    /// ServiceAccount's identity by exchange again.
+    #[arg(long, visible_alias = "namespace", env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
     /// How long the leader's Lease lasts without renewal: the longest a standby waits to take

@@ -19,6 +19,9 @@ pub struct OperatorOptions {
     pub resync_interval: Duration,
     /// Reconciles at once per controller.
     pub concurrency: u16,
+    /// The operator's own namespace (`POD_NAMESPACE` in a pod), where it keeps its identity
+    /// seal key; it must exist. `None`: no sealing, as with a local `dbgrant run`.
+    pub namespace: Option<String>,
 }
 
 impl Default for OperatorOptions {
@@ -26,6 +29,7 @@ impl Default for OperatorOptions {
         Self {
             resync_interval: Duration::from_secs(60),
             concurrency: 8,
+            namespace: None,
         }
     }
 }
@@ -50,21 +54,24 @@ impl Operator {
         let resync = format!("{}s", options.resync_interval.as_secs().max(1));
         let concurrency = options.concurrency.to_string();
         let tenant = azure.tenant_id.clone();
-        let cli = Cli::try_parse_from([
-            "dbgrant",
-            "run",
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--http-addr",
-            "127.0.0.1:0",
-            "--resync-interval",
-            &resync,
-            "--concurrency",
-            &concurrency,
-            "--azure-tenant-id",
-            &tenant,
-        ])
-        .context("building the operator's settings")?;
+        let mut argv = vec![
+            "dbgrant".to_string(),
+            "run".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+            "--resync-interval".into(),
+            resync,
+            "--concurrency".into(),
+            concurrency,
+            "--azure-tenant-id".into(),
+            tenant,
+        ];
+        if let Some(namespace) = &options.namespace {
+            argv.extend(["--namespace".into(), namespace.clone()]);
+        }
+        let cli = Cli::try_parse_from(argv).context("building the operator's settings")?;
         let Command::Run(args) = cli.command else {
             anyhow::bail!("the operator's settings did not parse as `run`");
         };

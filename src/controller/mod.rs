@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod locks;
 pub mod policy;
 pub mod report;
+pub mod seal_key;
 pub mod target;
 
 pub use grant::FINALIZER;
@@ -72,6 +73,8 @@ pub struct Context {
     pub targets_synced: tokio::sync::watch::Receiver<bool>,
     /// Tenant used when a ServiceAccount names none.
     pub default_tenant: Option<String>,
+    /// The key of the identity seals on token Secrets (`token::seal`).
+    pub seal: seal_key::SealKeySource,
     /// Requeue interval after a successful reconcile (also the drift-check period).
     pub resync_interval: Duration,
 }
@@ -102,6 +105,9 @@ pub struct ControllerSettings {
     pub default_tenant: Option<String>,
     /// Name of this instance in events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// The operator's own namespace (`POD_NAMESPACE`), where the identity seal's key lives;
+    /// `None` turns sealing off.
+    pub namespace: Option<String>,
 }
 
 /// Run both controllers until `shutdown` fires. `ready` is set once both caches have synced.
@@ -192,6 +198,7 @@ pub async fn run(
         targets: target_cache.store.clone(),
         targets_synced: target_cache.synced.clone(),
         default_tenant: settings.default_tenant,
+        seal: seal_key::SealKeySource::new(settings.namespace),
         resync_interval: settings.resync_interval,
     });
 

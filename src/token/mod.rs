@@ -7,6 +7,7 @@
 //! never in status, events, logs or metrics (`Secret`'s Debug redacts it).
 
 pub mod broker;
+pub mod seal;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -358,6 +359,8 @@ pub struct Build<'a> {
     pub refresh_at: Timestamp,
     /// [`Inputs::hash`].
     pub inputs_hash: &'a str,
+    /// The principal the token belongs to and the seal vouching for it (`seal`), if sealed.
+    pub sealed: Option<(&'a str, String)>,
 }
 
 fn bytes(text: impl Into<String>) -> ByteString {
@@ -409,7 +412,7 @@ pub fn build(b: &Build<'_>) -> Secret {
     if b.owner.name.len() <= 63 {
         labels.insert(GRANT_LABEL.to_string(), b.owner.name.clone());
     }
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (
             ISSUED_AT_ANNOTATION.to_string(),
             b.issued.issued_at.to_string(),
@@ -422,6 +425,10 @@ pub fn build(b: &Build<'_>) -> Secret {
         ),
         (INPUTS_ANNOTATION.to_string(), b.inputs_hash.to_string()),
     ]);
+    if let Some((principal, seal)) = &b.sealed {
+        annotations.insert(seal::PRINCIPAL_ANNOTATION.into(), (*principal).to_string());
+        annotations.insert(seal::SEAL_ANNOTATION.into(), seal.clone());
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(b.name.to_string()),
@@ -478,6 +485,7 @@ mod tests {
             formats,
             refresh_at: at(2_800),
             inputs_hash: "abc",
+            sealed: None,
         })
     }
 

@@ -194,11 +194,15 @@ impl Cluster for FakeCluster {
     }
 
     async fn create_secret(&self, secret: &KubeSecret) -> Result<(), kube::Error> {
-        self.write_fault()?;
         let (ns, name) = (
             secret.metadata.namespace.clone().unwrap_or_default(),
             secret.metadata.name.clone().unwrap_or_default(),
         );
+        // The operator's own seal key is not a token Secret: the counts and faults the tests
+        // set are for those.
+        if ns != super::rig::OPERATOR_NAMESPACE {
+            self.write_fault()?;
+        }
         if self.secret_now(&ns, &name).is_some() {
             return Err(api_error(409, "AlreadyExists"));
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use dbgrant::api::{DatabaseAccessGrant, DatabaseTarget};
 use dbgrant::backend::Backends;
 use dbgrant::controller::backoff::Backoff;
-use dbgrant::controller::{Context, grant, identity_cache, ledger, locks, target};
+use dbgrant::controller::{Context, grant, identity_cache, ledger, locks, seal_key, target};
 use dbgrant::telemetry::Metrics;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use super::fakes::{FakeCluster, FakeCosmos};
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+/// The operator's own namespace (where the identity seal's key is kept).
+pub const OPERATOR_NAMESPACE: &str = "dbgrant-system";
 
 pub fn account_id(name: &str) -> String {
     format!(
@@ -81,6 +83,7 @@ impl Rig {
             targets: target_store,
             targets_synced: tokio::sync::watch::channel(true).1,
             default_tenant: Some(TENANT.to_string()),
+            seal: seal_key::SealKeySource::new(Some(OPERATOR_NAMESPACE.to_string())),
             resync_interval: Duration::from_secs(300),
         });
         Self {

@@ -183,16 +183,117 @@ async fn a_restart_with_nothing_due_exchanges_no_token_and_writes_no_secret() {
         exchanged, 1,
         "the identity's exchange also served the Secret"
     );
+    let secret = rig.cluster.secret_now("shop", "orders-token").unwrap();
+    assert_eq!(
+        annotation(&secret, token::seal::PRINCIPAL_ANNOTATION),
+        ALICE
+    );
     let rig = rig.restart();
     rig.settle().await;
     assert_eq!(secret_writes(&rig), writes, "no Secret write");
-    // The identity itself is proven again after a restart (one exchange per ServiceAccount);
-    // the Secret asks for none.
-    assert!(exchanges(&rig) <= exchanged + 1);
+    // The Secret's sealed identity stands in for the proof an exchange would make.
+    assert_eq!(exchanges(&rig), exchanged, "no exchange");
+    assert_eq!(
+        rig.ready("shop", "reader"),
+        Some(("True".into(), "Ready".into()))
+    );
     assert_eq!(
         rig.condition("shop", "reader", "TokenProjected"),
         Some(("True".into(), "Ready".into()))
     );
+}
+
+/// Edit the Secret as a tenant with write access to its namespace could.
+fn tamper(rig: &Rig, edit: impl FnOnce(&mut Secret)) {
+    let mut secrets = lock(&rig.cluster.secrets);
+    let secret = secrets
+        .get_mut(&("shop".to_string(), "orders-token".to_string()))
+        .expect("the Secret");
+    edit(secret);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_identity_read_from_an_edited_secret_is_never_believed() {
+    // A tenant can write its own Secrets: a principal, token or seal changed there must not
+    // become the identity dbgrant grants to. Each edit costs one exchange instead.
+    type Edit = fn(&mut Secret);
+    let edits: [(&str, Edit); 4] = [
+        ("principal", |s| {
+            s.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(token::seal::PRINCIPAL_ANNOTATION.into(), super::BOB.into());
+        }),
+        ("token", |s| {
+            s.data.as_mut().unwrap().insert(
+                token::TOKEN_KEY.into(),
+                k8s_openapi::ByteString(b"data-token:forged".to_vec()),
+            );
+        }),
+        ("expiry", |s| {
+            let later = "2099-01-01T00:00:00Z".to_string();
+            let annotations = s.metadata.annotations.as_mut().unwrap();
+            annotations.insert(token::EXPIRES_AT_ANNOTATION.into(), later.clone());
+            annotations.insert(token::REFRESH_AT_ANNOTATION.into(), later);
+        }),
+        ("seal", |s| {
+            s.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(token::seal::SEAL_ANNOTATION.into(), "AAAA".into());
+        }),
+    ];
+    for (what, edit) in edits {
+        let rig = shop_with_token(json!({"name": "orders-token"})).await;
+        let exchanged = exchanges(&rig);
+        tamper(&rig, edit);
+        let rig = rig.restart();
+        rig.settle().await;
+        assert_eq!(exchanges(&rig), exchanged + 1, "{what}: proven by exchange");
+        let status = rig.grant("shop", "reader").status.unwrap();
+        assert_eq!(status.principal_id.as_deref(), Some(ALICE), "{what}");
+        let access = rig.access_on("acct");
+        assert!(
+            !access.is_empty() && access.iter().all(|(principal, _, _)| principal == ALICE),
+            "{what}: {access:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seal_proves_nothing_for_a_recreated_service_account_or_another_key() {
+    // The ServiceAccount deleted and made again (a new uid) under the same name and claim.
+    let rig = shop_with_token(json!({"name": "orders-token"})).await;
+    let exchanged = exchanges(&rig);
+    rig.workload("shop", "api", ALICE_CLIENT, ALICE);
+    let rig = rig.restart();
+    rig.settle().await;
+    assert_eq!(
+        exchanges(&rig),
+        exchanged + 1,
+        "a new ServiceAccount is proven anew"
+    );
+
+    // The key replaced (its Secret deleted): old seals prove nothing, and a new key is made.
+    let rig = shop_with_token(json!({"name": "orders-token"})).await;
+    let exchanged = exchanges(&rig);
+    let key = (
+        super::rig::OPERATOR_NAMESPACE.to_string(),
+        token::seal::KEY_SECRET_NAME.to_string(),
+    );
+    let old_key = lock(&rig.cluster.secrets)
+        .remove(&key)
+        .expect("the key Secret");
+    let rig = rig.restart();
+    rig.settle().await;
+    assert_eq!(exchanges(&rig), exchanged + 1, "sealed under another key");
+    let new_key = lock(&rig.cluster.secrets)
+        .get(&key)
+        .cloned()
+        .expect("a new key");
+    assert_ne!(new_key.data, old_key.data);
 }
 
 #[tokio::test(start_paused = true)]
@@ -256,7 +357,13 @@ async fn grants_sharing_an_identity_and_scope_share_one_exchange_per_window() {
         );
     }
     rig.settle().await;
-    assert_eq!(lock(&rig.cluster.secrets).len(), 100);
+    let in_shop = |rig: &Rig| {
+        lock(&rig.cluster.secrets)
+            .keys()
+            .filter(|(ns, _)| ns == "shop")
+            .count()
+    };
+    assert_eq!(in_shop(&rig), 100);
     assert_eq!(exchanges(&rig), 1);
     for i in 0..100 {
         make_due(&rig, "shop", &format!("token-{i}"));
@@ -264,7 +371,9 @@ async fn grants_sharing_an_identity_and_scope_share_one_exchange_per_window() {
     rig.settle().await;
     assert_eq!(exchanges(&rig), 2, "one exchange for the next window");
     let fingerprints: std::collections::BTreeSet<String> = lock(&rig.cluster.secrets)
-        .values()
+        .iter()
+        .filter(|((ns, _), _)| ns == "shop")
+        .map(|(_, s)| s)
         .map(|s| annotation(s, token::FINGERPRINT_ANNOTATION))
         .collect();
     assert_eq!(

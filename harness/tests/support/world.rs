@@ -25,6 +25,9 @@ use dbgrant::backend::cosmos::{CosmosAccess, RoleAssignment, RoleDefinition};
 use dbgrant_harness::operator::{Operator, OperatorOptions};
 use dbgrant_harness::sandbox::{EXCHANGE_AUDIENCE, operator_azure_config};
 use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ControlPlaneRole};
+
+/// The operator's own namespace in every world (the chart's is its release namespace).
+pub const OPERATOR_NAMESPACE: &str = "dbgrant-system";
 use dbgrant_sim::kube::{KubeSim, KubeSimConfig};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -125,6 +128,7 @@ impl World {
         let operator_options = OperatorOptions {
             resync_interval: options.resync_interval,
             concurrency: 8,
+            namespace: Some(OPERATOR_NAMESPACE.into()),
         };
         let world = match env("DBGRANT_E2E_KUBECONFIG") {
             Some(kubeconfig) => {
@@ -254,6 +258,11 @@ impl World {
             .unwrap();
         }
         self.namespace_with_team(&self.name, &self.name).await;
+        // The operator's own namespace, as its install would have made it.
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}});
+        dbgrant_sim::apply::apply(&self.client, &ns, "default")
+            .await
+            .unwrap();
         let target = json!({
             "apiVersion": "dbgrant.io/v1alpha1",
             "kind": "DatabaseTarget",

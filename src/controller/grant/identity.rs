@@ -68,6 +68,14 @@ pub(super) async fn resolve(
     if let Some(identity) = cached(status) {
         return Ok(Ok((identity, key)));
     }
+    // After a restart: the grant's own token Secret may vouch for the identity (sealed).
+    if let Some(identity) = super::token::sealed_identity(grant, namespace, ctx, &key).await {
+        status.principal_id = Some(identity.principal_id.clone());
+        status.tenant_id = Some(identity.tenant_id.clone());
+        ctx.identities
+            .insert(key.clone(), identity.clone(), Timestamp::now());
+        return Ok(Ok((identity, key)));
+    }
     let token = match ctx.cluster.mint_token(namespace, sa_name).await {
         Ok(token) => token,
         Err(kube::Error::Api(s)) if s.is_not_found() => return missing(),

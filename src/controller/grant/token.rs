@@ -258,14 +258,7 @@ async fn refresh(
 
     let scope = scope_of(spec, backend_scope);
     let policy = RefreshPolicy::of(spec);
-    let inputs = token::Inputs {
-        client_id: identity_key.client_id.clone(),
-        tenant_id: identity_key.tenant_id.clone(),
-        scope: format!("{scope:?}"),
-        formats: spec.formats.clone(),
-        policy,
-    };
-    let inputs_hash = inputs.hash();
+    let inputs_hash = inputs_of(spec, identity_key, &scope).hash();
     let schedule = existing.as_ref().and_then(token::schedule_of);
     let now = Timestamp::now();
     let why = match token::due(schedule.as_ref(), &inputs_hash, now) {
@@ -340,6 +333,11 @@ async fn refresh(
         ));
     };
     let scope_written = scope_text(&scope, Some(&issued));
+    let seal = match ctx.seal.get(ctx.cluster.as_ref()).await {
+        Some(seal_key) => sealed(grant, namespace, &key, &resolved.principal_id, &issued)
+            .map(|what| seal_key.seal(&what)),
+        None => None,
+    };
     let mut secret = token::build(&token::Build {
         name,
         namespace,
@@ -350,6 +348,7 @@ async fn refresh(
         formats: &spec.formats,
         refresh_at,
         inputs_hash: &inputs_hash,
+        sealed: seal.map(|seal| (resolved.principal_id.as_str(), seal)),
     });
     if let Err(error) = write(ctx, existing.as_ref(), &mut secret).await {
         let error = api_failure(&format!("writing Secret {name}"), &error);
@@ -389,6 +388,90 @@ async fn refresh(
         Step::ok(Reason::Ready, message),
         Next::Resync(Some(wait.max(Duration::from_secs(1)))),
     ))
+}
+
+/// What the Secret's token is built from, besides the token.
+fn inputs_of(
+    spec: &TokenSecretSpec,
+    identity_key: &IdentityKey,
+    scope: &TokenScope,
+) -> token::Inputs {
+    token::Inputs {
+        client_id: identity_key.client_id.clone(),
+        tenant_id: identity_key.tenant_id.clone(),
+        scope: format!("{scope:?}"),
+        formats: spec.formats.clone(),
+        policy: RefreshPolicy::of(spec),
+    }
+}
+
+/// What an identity seal on the grant's Secret vouches for; `None` for a ServiceAccount
+/// without a uid (nothing to bind the proof to).
+fn sealed<'a>(
+    grant: &'a DatabaseAccessGrant,
+    namespace: &'a str,
+    key: &'a IdentityKey,
+    principal_id: &'a str,
+    issued: &'a Issued,
+) -> Option<token::seal::Sealed<'a>> {
+    Some(token::seal::Sealed {
+        grant_uid: grant.meta().uid.as_deref()?,
+        namespace,
+        service_account: &key.service_account,
+        service_account_uid: key.uid.as_deref()?,
+        client_id: &key.client_id,
+        tenant_id: &key.tenant_id,
+        scope: format!("{:?}", key.scope),
+        principal_id,
+        expires_on: issued.expires_at.as_second(),
+        token: issued.token.secret(),
+    })
+}
+
+/// The identity the grant's own token Secret vouches for, when that Secret is dbgrant's, its
+/// token is for `key.scope` and not due, and its identity seal verifies: after a restart this
+/// spares the TokenRequest and the exchange a proof would otherwise cost. Anything else
+/// (no seal, a seal that does not verify, a Secret a tenant edited) is `None`: an exchange.
+pub(super) async fn sealed_identity(
+    grant: &DatabaseAccessGrant,
+    namespace: &str,
+    ctx: &Context,
+    key: &IdentityKey,
+) -> Option<ResolvedIdentity> {
+    let spec = grant.spec.token_secret.as_ref()?;
+    if scope_of(spec, Some(&key.scope)) != key.scope {
+        return None;
+    }
+    let secret = ctx.cluster.secret(namespace, &spec.name).await.ok()??;
+    if token::ownership(Some(&secret), grant.meta().uid.as_deref()?) != Ownership::Ours {
+        return None;
+    }
+    let schedule = token::schedule_of(&secret)?;
+    let inputs_hash = inputs_of(spec, key, &key.scope).hash();
+    token::due(Some(&schedule), &inputs_hash, Timestamp::now()).ok()?;
+    let annotations = secret.metadata.annotations.as_ref()?;
+    let principal_id = annotations.get(token::seal::PRINCIPAL_ANNOTATION)?;
+    let seal = annotations.get(token::seal::SEAL_ANNOTATION)?;
+    let token = std::str::from_utf8(&secret.data.as_ref()?.get(token::TOKEN_KEY)?.0).ok()?;
+    // Only now the key: a Secret with nothing to verify never makes one.
+    let seal_key = ctx.seal.get(ctx.cluster.as_ref()).await?;
+    let issued = Issued {
+        token: azure_core::credentials::Secret::new(token.to_string()),
+        issued_at: schedule.issued_at,
+        expires_at: schedule.expires_at,
+        refresh_in: None,
+    };
+    let what = sealed(grant, namespace, key, principal_id, &issued)?;
+    if !seal_key.verify(&what, seal) {
+        tracing::warn!(grant = %grant.name_any(), namespace, secret = %spec.name, "the token Secret's identity seal does not verify; proving the identity by exchange");
+        return None;
+    }
+    Some(ResolvedIdentity {
+        principal_id: principal_id.clone(),
+        tenant_id: key.tenant_id.clone(),
+        access_token: issued.token,
+        expires_at: schedule.expires_at,
+    })
 }
 
 /// Mint a token for the grant's own ServiceAccount and exchange it for `key.scope`.
