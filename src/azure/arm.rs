@@ -28,6 +28,8 @@ const MAX_PAGES: usize = 200;
 pub struct Arm {
     http: Http,
     endpoint: Url,
+    /// How long each kind of long-running operation takes, learnt (shared by clones).
+    lro_times: std::sync::Arc<super::lro_timing::LroTimes>,
 }
 
 #[derive(serde::Deserialize)]
@@ -57,6 +59,7 @@ impl Arm {
         Self {
             http,
             endpoint: super::cloud::with_trailing_slash(endpoint),
+            lro_times: std::sync::Arc::default(),
         }
     }
 
@@ -150,7 +153,7 @@ impl Arm {
         let reply = self
             .call(operation, what, Method::Put, url.clone(), Some(bytes))
             .await?;
-        self.finish(what, Lro::Put, url, reply).await
+        self.finish(operation, what, Lro::Put, url, reply).await
     }
 
     /// DELETE a resource and wait for the operation to finish; a missing one is not an error.
@@ -163,7 +166,7 @@ impl Arm {
         let reply = self
             .call(operation, what, Method::Delete, url.clone(), None)
             .await?;
-        self.finish(what, Lro::Delete, url, reply).await
+        self.finish(operation, what, Lro::Delete, url, reply).await
     }
 
     async fn call(
@@ -189,6 +192,7 @@ impl Arm {
     /// Interpret the first response of a PUT or DELETE, polling when it was accepted.
     async fn finish(
         &self,
+        operation: &'static str,
         what: &str,
         lro: Lro,
         resource: Url,
@@ -210,8 +214,10 @@ impl Arm {
             (None, None) => (PollMode::Resource, resource),
         };
         let started = Instant::now();
+        let estimate = self.lro_times.estimate(operation);
         let mut polls = 0;
-        let mut wait = self.poll_wait(&reply, polls);
+        let mut wait = self.poll_wait(&reply, estimate, polls);
+        let mut last_running = None;
         loop {
             // Elapsed plus wait, never `Instant + Duration`: that panics on overflow, and the
             // wait comes from Azure's headers.
@@ -229,11 +235,12 @@ impl Arm {
                 });
             }
             tokio::time::sleep(wait).await;
+            let sent_at = started.elapsed();
             let reply = self
                 .call("lro_poll", what, Method::Get, url.clone(), None)
                 .await?;
             polls += 1;
-            wait = self.poll_wait(&reply, polls);
+            wait = self.poll_wait(&reply, estimate, polls);
             let done = match mode {
                 PollMode::AsyncOperation => {
                     if !reply.is_success() {
@@ -259,20 +266,31 @@ impl Arm {
                 },
             };
             if done {
+                if reply.retry_after().is_none() {
+                    self.lro_times.learn(
+                        operation,
+                        last_running,
+                        sent_at,
+                        self.http.timing.lro_poll,
+                    );
+                }
                 return Ok(());
             }
+            last_running = Some(sent_at);
         }
     }
 
     /// How long to wait before the next status poll: Azure's Retry-After when it sends one;
-    /// otherwise an eighth of the poll interval, doubling each poll up to the interval. Most
-    /// RBAC writes finish within a second, and the account's next write waits for this one.
-    fn poll_wait(&self, reply: &Reply, polls: u32) -> std::time::Duration {
+    /// otherwise as learnt for this kind of operation (`lro_timing`), since the account's next
+    /// write waits for this one.
+    fn poll_wait(
+        &self,
+        reply: &Reply,
+        estimate: Option<std::time::Duration>,
+        polls: u32,
+    ) -> std::time::Duration {
         reply.retry_after().unwrap_or_else(|| {
-            let interval = self.http.timing.lro_poll;
-            (interval / 8)
-                .saturating_mul(1 << polls.min(3))
-                .min(interval)
+            super::lro_timing::wait_before(estimate, polls, self.http.timing.lro_poll)
         })
     }
 

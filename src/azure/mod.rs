@@ -19,6 +19,7 @@ pub mod cosmos;
 pub mod credential;
 pub mod entra;
 pub mod error;
+pub mod lro_timing;
 pub mod models;
 pub mod pipeline;
 

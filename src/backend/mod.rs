@@ -195,6 +195,12 @@ pub trait Backend: Send + Sync {
 
     /// The data-plane path a probe reads, for messages.
     fn describe_scope(&self, access: &Access) -> String;
+
+    /// Whether the target owns definitions in the store (custom roles) that `prepare` keeps in
+    /// place: such a target is checked in full on each resync, not only its access.
+    fn keeps_definitions(&self) -> bool {
+        false
+    }
 }
 
 /// The audience of a workload's access token: each backend asks for its own, and the cloud

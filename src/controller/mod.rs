@@ -15,6 +15,7 @@ pub mod policy;
 pub mod report;
 pub mod seal_key;
 pub mod target;
+pub mod target_checks;
 
 pub use grant::FINALIZER;
 
@@ -73,6 +74,8 @@ pub struct Context {
     pub targets_synced: tokio::sync::watch::Receiver<bool>,
     /// Tenant used when a ServiceAccount names none.
     pub default_tenant: Option<String>,
+    /// When each target's store was last checked. Written by the target reconciler.
+    pub target_checks: target_checks::TargetChecks,
     /// The key of the identity seals on token Secrets (`token::seal`).
     pub seal: seal_key::SealKeySource,
     /// Requeue interval after a successful reconcile (also the drift-check period).
@@ -198,6 +201,7 @@ pub async fn run(
         targets: target_cache.store.clone(),
         targets_synced: target_cache.synced.clone(),
         default_tenant: settings.default_tenant,
+        target_checks: target_checks::TargetChecks::default(),
         seal: seal_key::SealKeySource::new(settings.namespace),
         resync_interval: settings.resync_interval,
     });

@@ -20,6 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::report::{self, AccessChange};
+use super::target_checks::Pass;
 use super::{Context, grant};
 use crate::api::{ConditionType, DatabaseTarget, DeletionPolicy, Reason, Status, set_condition};
 use crate::backend::{Backend, BackendError, Holding, same_store};
@@ -62,21 +63,38 @@ pub async fn apply(target: Arc<DatabaseTarget>, ctx: &Context) -> Result<Action>
         .count();
     status.grant_count = Some(i32::try_from(using).unwrap_or(i32::MAX));
 
+    let generation = target.metadata.generation;
+    let ready_now = grant::target_readiness(&target) == Some(true) && status.endpoint.is_some();
+    let mut pass = ctx
+        .target_checks
+        .pass(&name, generation, ready_now, ctx.resync_interval);
     let outcome = match ctx.backends.for_target(&name, &target.spec) {
         Err(error) => Err(error),
         Ok(backend) => {
             status.backend = Some(backend.kind().to_string());
             status.account = Some(backend.display_name());
-            let Some(_guard) = ctx.account_locks.try_lock(&backend.store()) else {
-                // A grant is writing on this store right now; converge on the next pass.
-                return Ok(Action::requeue(std::time::Duration::from_secs(2)));
-            };
-            match backend.prepare().await {
-                Ok(endpoint) => {
-                    status.endpoint = Some(endpoint);
-                    repair_drift(&name, backend.as_ref(), ctx).await
+            if pass == Pass::Drift && backend.keeps_definitions() {
+                // Its custom roles are kept in place on every resync, not only its access.
+                pass = Pass::Full;
+            }
+            match pass {
+                Pass::CountOnly(_) => Ok(()),
+                Pass::Full | Pass::Drift => {
+                    let Some(_guard) = ctx.account_locks.try_lock(&backend.store()) else {
+                        // A grant is writing on this store right now; converge on the next pass.
+                        return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+                    };
+                    let prepared = match pass {
+                        Pass::Full => backend.prepare().await.map(|endpoint| {
+                            status.endpoint = Some(endpoint);
+                        }),
+                        _ => Ok(()),
+                    };
+                    match prepared {
+                        Ok(()) => repair_drift(&name, backend.as_ref(), ctx).await,
+                        Err(error) => Err(error),
+                    }
                 }
-                Err(error) => Err(error),
             }
         }
     };
@@ -84,14 +102,20 @@ pub async fn apply(target: Arc<DatabaseTarget>, ctx: &Context) -> Result<Action>
     let (ready, reason, message, action) = match &outcome {
         Ok(()) => {
             ctx.backoff.reset(&key);
+            ctx.target_checks.done(&name, generation, pass);
+            let wait = match pass {
+                Pass::CountOnly(wait) => wait,
+                Pass::Full | Pass::Drift => ctx.resync_interval,
+            };
             (
                 Status::True,
                 Reason::Ready,
                 format!("store reachable and manageable; used by {using} grant(s)"),
-                Action::requeue(ctx.resync_interval),
+                Action::requeue(wait),
             )
         }
         Err(error) => {
+            ctx.target_checks.forget(&name);
             ctx.metrics
                 .reconcile_failed(CONTROLLER, error.reason.as_str());
             let action = if error.reason.needs_user_action() {
@@ -204,6 +228,7 @@ pub async fn cleanup(target: Arc<DatabaseTarget>, ctx: &Context) -> Result<Actio
         Ok(backend) => end_access(&name, backend.as_ref(), ctx).await,
         Err(_) => Ok(()),
     };
+    ctx.target_checks.forget(&name);
     let Err(error) = result else {
         ctx.backoff.reset(&key);
         return Ok(Action::await_change());

@@ -321,6 +321,8 @@ pub struct FakeCosmos {
     /// Tokens issued start with this (default `data-token:`), for canary tests.
     pub token_prefix: Mutex<Option<String>>,
     pub writes: Mutex<Vec<String>>,
+    /// ARM reads (account GETs and lists), as a subscription's read bucket counts them.
+    pub arm_reads: Mutex<usize>,
 }
 
 impl FakeCosmos {
@@ -467,6 +469,7 @@ impl IdentityExchange for FakeCosmos {
 #[async_trait::async_trait]
 impl CosmosAccess for FakeCosmos {
     async fn account_endpoint(&self, account_id: &str) -> Result<String, BackendError> {
+        *lock(&self.arm_reads) += 1;
         self.account(account_id, |_| {
             Ok("https://account.documents.example/".to_string())
         })
@@ -476,6 +479,7 @@ impl CosmosAccess for FakeCosmos {
         &self,
         account_id: &str,
     ) -> Result<Vec<RoleDefinition>, BackendError> {
+        *lock(&self.arm_reads) += 1;
         self.account(account_id, |a| Ok(a.definitions.clone()))
     }
 
@@ -518,6 +522,7 @@ impl CosmosAccess for FakeCosmos {
         &self,
         account_id: &str,
     ) -> Result<Vec<RoleAssignment>, BackendError> {
+        *lock(&self.arm_reads) += 1;
         self.account(account_id, |a| Ok(a.assignments.clone()))
     }
 

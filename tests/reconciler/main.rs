@@ -95,6 +95,8 @@ async fn tightening_allowed_roles_revokes_even_while_the_target_is_not_ready() {
         .lock()
         .unwrap()
         .remove(&account_id("acct").to_ascii_lowercase());
+    // Noticed on the target's next resync.
+    tokio::time::advance(rig.ctx.resync_interval).await;
     rig.reconcile_target("db").await;
     rig.settle().await;
     assert_eq!(
@@ -444,6 +446,10 @@ async fn drift_repair_restores_only_what_the_ledger_stands_by() {
     let rig = shop().await;
     let guid = rig_assignment(&rig).guid;
     rig.cosmos.remove_assignment(&account_id("acct"), &guid);
+    // A target pass between resyncs reads nothing from Azure; the next resync repairs.
+    rig.reconcile_target("db").await;
+    assert!(rig.access_on("acct").is_empty(), "not looked at yet");
+    tokio::time::advance(rig.ctx.resync_interval).await;
     rig.reconcile_target("db").await;
     assert_eq!(rig.access_on("acct"), reader_access(), "restored");
     assert_eq!(rig.cluster.events_with("AccessRestored").len(), 1);
@@ -457,6 +463,40 @@ async fn drift_repair_restores_only_what_the_ledger_stands_by() {
     assert!(
         rig.access_on("acct").is_empty(),
         "nothing decided yet in this process"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn grant_changes_wake_the_target_without_reading_azure_until_its_resync() {
+    let rig = shop().await;
+    let reads = || *rig.cosmos.arm_reads.lock().unwrap();
+    let before = reads();
+    // A burst of grant changes wakes the target again and again: its grant count only.
+    for i in 0..20 {
+        rig.put_grant(
+            "shop",
+            &format!("extra-{i}"),
+            json!({"serviceAccountName": "api", "target": "db", "role": "reader"}),
+        );
+        rig.reconcile_target("db").await;
+    }
+    assert_eq!(reads(), before, "no ARM read between resyncs");
+    assert_eq!(
+        rig.target("db").unwrap().status.unwrap().grant_count,
+        Some(21)
+    );
+    // Its resync looks at its access once (one list), not at the account again.
+    tokio::time::advance(rig.ctx.resync_interval).await;
+    rig.reconcile_target("db").await;
+    assert_eq!(reads(), before + 1, "one list per resync");
+    // A changed spec is checked in full at once.
+    let mut spec = rig.target_spec("db");
+    spec["allowedRoles"] = json!(["reader"]);
+    rig.put_target("db", spec);
+    rig.reconcile_target("db").await;
+    assert!(
+        reads() >= before + 3,
+        "account, definitions and access read"
     );
 }
 

@@ -83,6 +83,7 @@ impl Rig {
             targets: target_store,
             targets_synced: tokio::sync::watch::channel(true).1,
             default_tenant: Some(TENANT.to_string()),
+            target_checks: Default::default(),
             seal: seal_key::SealKeySource::new(Some(OPERATOR_NAMESPACE.to_string())),
             resync_interval: Duration::from_secs(300),
         });

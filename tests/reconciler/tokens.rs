@@ -302,6 +302,8 @@ async fn a_due_token_is_refreshed_even_while_the_target_fails() {
     let first = rig.cluster.secret_now("shop", "orders-token").unwrap();
     // ARM loses the account: the target is not Ready and access cannot change...
     rig.cosmos.accounts.lock().unwrap().clear();
+    // (noticed on the target's next resync)
+    tokio::time::advance(rig.ctx.resync_interval).await;
     rig.reconcile_target("db").await;
     rig.settle().await;
     assert_eq!(

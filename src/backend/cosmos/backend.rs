@@ -249,6 +249,10 @@ impl Backend for CosmosBackend {
         TokenScope::CosmosDb
     }
 
+    fn keeps_definitions(&self) -> bool {
+        !self.target.roles.is_empty()
+    }
+
     fn verifies_access(&self) -> bool {
         self.target.verify_access
     }
