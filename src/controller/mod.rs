@@ -193,7 +193,7 @@ pub async fn run(
         backends,
         metrics,
         backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
-        account_locks: AccountLocks::default(),
+        account_locks: AccountLocks::new(AccountLocks::waiters_for(settings.concurrency)),
         identities: identity_cache::IdentityCache::default(),
         tokens: crate::token::broker::Broker::default(),
         ledger: ledger::Ledger::default(),

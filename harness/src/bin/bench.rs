@@ -74,6 +74,13 @@ struct Args {
     /// Where `dbgrant`, `kube-sim` and `azure-sim` are (release builds).
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
+    /// The operator's log filter (its log is kept, with the simulators', when a phase fails
+    /// or with --keep-logs).
+    #[arg(long, default_value = "warn")]
+    operator_log: String,
+    /// Keep the processes' logs (their directory is printed) even when the run succeeds.
+    #[arg(long)]
+    keep_logs: bool,
     /// Give up on any one phase after this many seconds.
     #[arg(long, default_value_t = 1200)]
     phase_timeout_secs: u64,
@@ -343,7 +350,7 @@ impl Env {
                 "--log-format",
                 "text",
                 "--log-filter",
-                "warn",
+                &self.args.operator_log,
             ])
             .envs(self.operator_env.iter().map(|(k, v)| (*k, v.as_str())));
         Proc::spawn(&mut command, &self.work.join(format!("operator-{n}.log")))
@@ -444,8 +451,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let work = std::env::temp_dir().join(format!("dbgrant-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
+    let keep_logs = args.keep_logs;
     let result = run(args, grants, &work).await;
     match &result {
+        Ok(()) if keep_logs => eprintln!("bench: logs kept in {}", work.display()),
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&work);
         }

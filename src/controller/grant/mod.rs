@@ -42,6 +42,17 @@ pub const FINALIZER: &str = "dbgrant.io/revoke-access";
 /// How soon to look again when the store is busy with another write of ours.
 const BUSY_RETRY: Duration = Duration::from_secs(2);
 
+/// [`BUSY_RETRY`] spread by up to half of it either way: grants turned away from a busy store
+/// together must not all come back at the same moment, or the store idles between the waves.
+fn busy_retry() -> Duration {
+    use std::hash::BuildHasher as _;
+    // A fresh RandomState is randomly keyed: a cheap random number, no dependency.
+    let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    #[allow(clippy::cast_precision_loss)]
+    let share = (random % 1_000) as f64 / 1_000.0;
+    BUSY_RETRY.mul_f64(0.5 + share)
+}
+
 /// Reconcile one grant: apply while it exists, clean up once it is being deleted.
 pub async fn reconcile(grant: Arc<DatabaseAccessGrant>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
@@ -175,7 +186,7 @@ pub async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Act
 
     let Some(pass) = evaluate(&grant, &key, &namespace, ctx, &held, &mut status).await? else {
         // The store is busy with another write of ours: nothing was decided; come back soon.
-        return Ok(Action::requeue(BUSY_RETRY));
+        return Ok(Action::requeue(busy_retry()));
     };
 
     let now = Time(Timestamp::now());
@@ -234,7 +245,7 @@ pub async fn apply(grant: Arc<DatabaseAccessGrant>, ctx: &Context) -> Result<Act
             let delay = sooner.map_or(ctx.resync_interval, |s| s.min(ctx.resync_interval));
             Action::requeue(capped(delay, None))
         }
-        Next::Soon => Action::requeue(BUSY_RETRY),
+        Next::Soon => Action::requeue(busy_retry()),
     })
 }
 
