@@ -1,4 +1,5 @@
-//! `sandbox`: the simulated Kubernetes API and Azure, the operator installed from its chart
+//! `sandbox`: the simulated Kubernetes API and Azure (and PostgreSQL for a PostgreSQL target
+//! among the examples), the operator installed from its chart
 //! and running as its pod would (the chart's ServiceAccount and RBAC, workload identity), the
 //! examples applied; prints each grant's way to Ready (or why it is not) and keeps serving for
 //! kubectl until Ctrl-C. `sandbox identity create` makes a managed identity for a
@@ -118,6 +119,18 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("kubeconfig:  {}", sandbox.kubeconfig.display());
     println!("Azure state: {}", sandbox.azure_state.display());
+    if let Some(note) = &sandbox.postgres_note {
+        println!("note: {note}");
+    }
+    if let Some(pg) = &sandbox.postgres {
+        println!(
+            "postgres:    localhost:{} for target {} (database {}), TLS with CA {}",
+            pg.front.port,
+            pg.target,
+            pg.database,
+            pg.ca_file.display()
+        );
+    }
     if !args.exit_when_ready {
         println!(
             "Try: kubectl --kubeconfig {} get dbgrants -A   (Ctrl-C stops the sandbox)",
