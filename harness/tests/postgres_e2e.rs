@@ -156,9 +156,16 @@ impl Postgres {
                     },
                 )
                 .await;
+        }
+        // The operator stops first: its pooled sessions would hold the database open.
+        world.finish().await;
+        if let Server::Remote { .. } = &self.server {
             self.psql(
                 "postgres",
-                &format!("DROP DATABASE IF EXISTS {}", quoted(&self.database)),
+                &format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quoted(&self.database)
+                ),
             );
             for role in principals
                 .iter()
@@ -171,7 +178,6 @@ impl Postgres {
                 );
             }
         }
-        world.finish().await;
     }
 }
 
