@@ -200,11 +200,14 @@ mod tests {
         }
     }
 
+    /// Ok, or the words the refusal's message must hold.
+    type Expected = Result<(), Vec<&'static str>>;
+
     #[test]
     fn the_decision_table() {
         let other = "11111111-2222-3333-4444-555555555555";
         // (case, what ARM says, Ok or the words the message must hold)
-        let cases: Vec<(&str, Administrators, Result<(), Vec<&str>>)> = vec![
+        let cases: Vec<(&str, Administrators, Expected)> = vec![
             (
                 "admin under the role name",
                 Administrators::Listed(vec![
