@@ -140,8 +140,9 @@ async fn main() -> anyhow::Result<()> {
     println!("waiting for every grant to become Ready:");
     let result = tokio::select! {
         result = serve(&mut sandbox, &args) => result,
-        // Ctrl-C at any point, even before every grant is Ready, stops everything cleanly.
-        signal = tokio::signal::ctrl_c() => signal.map_err(Into::into),
+        // Ctrl-C or SIGTERM at any point, even before every grant is Ready, stops everything
+        // cleanly (PostgreSQL too, which would outlive a process killed without its drop).
+        () = dbgrant_sim::stop_requested() => Ok(()),
     };
     // The operator stops before the simulators it talks to, so it logs no errors on the way out.
     let stopped = sandbox.stop().await;
