@@ -192,8 +192,9 @@ pub async fn backends_for(
     let cosmos = crate::azure::AzureCosmos::new(config, metrics)
         .await
         .context("building the Azure client")?;
+    let servers = crate::azure::postgres::AzureFlexibleServers::new(cosmos.arm().clone());
     let mut backends = Backends::from_one(Arc::new(cosmos));
-    backends.postgres = Arc::new(postgres);
+    backends.postgres = Arc::new(postgres.with_servers(Arc::new(servers)));
     backends.sql = Arc::new(sql_clients(&config_for_sql)?);
     Ok(backends)
 }

@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use azure_core::credentials::Secret;
 use dbgrant::api::{PostgresRole, PostgresTarget, Reason, SchemaPrivileges, TablePrivilege};
+use dbgrant::azure::postgres::AzureFlexibleServers;
+use dbgrant::azure::{AzureConfig, AzureCosmos, OperatorCredential};
 use dbgrant::backend::OperatorToken;
-use dbgrant::backend::postgres::{PostgresBackend, PostgresClients};
+use dbgrant::backend::postgres::admins::InMemoryFlexibleServers;
+use dbgrant::backend::postgres::{FlexibleServers, PostgresBackend, PostgresClients};
 use dbgrant::backend::{Access, Backend, BackendError, Holding};
-use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ServicePrincipal};
+use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ControlPlaneRole, ServicePrincipal};
 use dbgrant_sim::postgres::{AUDIENCE, Front, RealPostgres};
 
 /// The role name the operator's identity has on the server (its Entra admin role).
@@ -76,11 +79,36 @@ impl OperatorToken for SimToken {
     }
 }
 
+/// The operator's PostgreSQL clients: its own token from azure-sim, TLS trusting the front.
+fn operator_clients(
+    azure: &AzureSim,
+    operator: &ServicePrincipal,
+    front: &Front,
+) -> PostgresClients {
+    let token = SimToken {
+        http: dbgrant_sim::tls::https_client(&azure.ca_pem()).unwrap(),
+        url: format!(
+            "{}{}/oauth2/v2.0/token",
+            azure.authority_host(),
+            azure.tenant_id()
+        ),
+        form: url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", &operator.client_id)
+            .append_pair("client_secret", &operator.client_secret)
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("scope", &format!("{AUDIENCE}/.default"))
+            .finish(),
+    };
+    let tls = dbgrant_sim::tls::client_config(&front.ca_pem).unwrap();
+    PostgresClients::new(Arc::new(token), tls)
+}
+
 struct Fixture {
     pg: RealPostgres,
     azure: AzureSim,
     front: Front,
     clients: Arc<PostgresClients>,
+    operator: ServicePrincipal,
 }
 
 impl Fixture {
@@ -134,27 +162,13 @@ impl Fixture {
             move |t| verify(t)
         });
         let front = pg.front(check).await.unwrap();
-        let token = SimToken {
-            http: dbgrant_sim::tls::https_client(&azure.ca_pem()).unwrap(),
-            url: format!(
-                "{}{}/oauth2/v2.0/token",
-                azure.authority_host(),
-                azure.tenant_id()
-            ),
-            form: url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("client_id", &operator.client_id)
-                .append_pair("client_secret", &operator.client_secret)
-                .append_pair("grant_type", "client_credentials")
-                .append_pair("scope", &format!("{AUDIENCE}/.default"))
-                .finish(),
-        };
-        let tls = dbgrant_sim::tls::client_config(&front.ca_pem).unwrap();
-        let clients = Arc::new(PostgresClients::new(Arc::new(token), tls));
+        let clients = Arc::new(operator_clients(&azure, &operator, &front));
         Some(Self {
             pg,
             azure,
             front,
             clients,
+            operator,
         })
     }
 
@@ -564,4 +578,281 @@ async fn prepare_names_the_grant_option_the_operator_lacks_on_table_privileges()
         "{error}"
     );
     assert!(!error.message.contains("GRANT SELECT"), "{error}");
+}
+
+/// A backend on `server_id`'s flexible server, reading its administrators through `servers`.
+fn backend_on_server(
+    fx: &Fixture,
+    server_id: &str,
+    servers: Arc<dyn FlexibleServers>,
+) -> PostgresBackend {
+    let mut target = fx.target(&[("reader", members(&["app_reader"]))]);
+    target.server_resource_id = Some(server_id.to_string());
+    let clients = operator_clients(&fx.azure, &fx.operator, &fx.front).with_servers(servers);
+    PostgresBackend::new("pg-test", target, Arc::new(clients))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepare_checks_in_arm_that_the_operator_is_an_entra_administrator_of_the_server() {
+    let Some(fx) = Fixture::start(true).await else {
+        return;
+    };
+    let subscription = uuid::Uuid::new_v4().to_string();
+    let server = fx
+        .azure
+        .create_postgres_server(&subscription, "shop", "shop-pg");
+    fx.azure.assign_control_plane_role(
+        &fx.operator.principal_id,
+        &server,
+        ControlPlaneRole::Reader,
+    );
+    // The operator's real ARM client (azure_core pipeline, its own credential) on azure-sim.
+    let config = AzureConfig::custom(
+        fx.azure.authority_host().parse().unwrap(),
+        fx.azure.arm_endpoint().parse().unwrap(),
+        Some(fx.azure.ca_pem()),
+        fx.azure.tenant_id(),
+        OperatorCredential::ClientSecret {
+            client_id: fx.operator.client_id.clone(),
+            client_secret: fx.operator.client_secret.clone(),
+        },
+    );
+    let arm = AzureCosmos::new(config, None).await.unwrap().arm().clone();
+    let servers: Arc<dyn FlexibleServers> = Arc::new(AzureFlexibleServers::new(arm));
+    let backend = backend_on_server(&fx, &server, servers.clone());
+    let oid = &fx.operator.principal_id;
+
+    // The server has no Entra administrator yet: the fix is the command that adds one.
+    let error = backend.prepare().await.unwrap_err();
+    assert_eq!(error.reason, Reason::TargetNotPrepared, "{error}");
+    assert!(
+        error.message.contains(&format!(
+            "az postgres flexible-server microsoft-entra-admin create --resource-group shop --server-name shop-pg --display-name {OPERATOR_ROLE} --object-id {oid} --type ServicePrincipal"
+        )),
+        "{error}"
+    );
+
+    // An administrator under another name than adminRole could not sign in as it.
+    fx.azure
+        .add_postgres_administrator(&server, oid, "dbgrant-operator", "ServicePrincipal")
+        .unwrap();
+    let error = backend.prepare().await.unwrap_err();
+    assert_eq!(error.reason, Reason::TargetNotPrepared, "{error}");
+    assert!(
+        error
+            .message
+            .contains("set spec.postgres.adminRole to dbgrant-operator"),
+        "{error}"
+    );
+
+    // Under adminRole: the check passes and the SQL half runs as before.
+    fx.azure
+        .add_postgres_administrator(&server, oid, OPERATOR_ROLE, "ServicePrincipal")
+        .unwrap();
+    backend.prepare().await.unwrap();
+
+    // A server ARM does not know is reported as such.
+    let missing = server.replace("shop-pg", "shop-gone");
+    fx.azure.assign_control_plane_role(
+        &fx.operator.principal_id,
+        &missing,
+        ControlPlaneRole::Reader,
+    );
+    let error = backend_on_server(&fx, &missing, servers.clone())
+        .prepare()
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason, Reason::TargetNotPrepared, "{error}");
+    assert!(error.message.contains("does not exist"), "{error}");
+
+    // A server the operator may not read: Azure's 403, naming the right it lacks.
+    let elsewhere =
+        fx.azure
+            .create_postgres_server(&uuid::Uuid::new_v4().to_string(), "other", "other-pg");
+    let error = backend_on_server(&fx, &elsewhere, servers)
+        .prepare()
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason, Reason::AzureForbidden, "{error}");
+    assert!(
+        error
+            .message
+            .contains("Microsoft.DBforPostgreSQL/flexibleServers/administrators/read"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_arm_check_comes_before_any_sign_in_so_its_fix_is_the_one_reported() {
+    // The operator is not an Entra admin in the database either: a sign-in first would report
+    // the SQL half's message instead of the command that fixes both.
+    let Some(fx) = Fixture::start(false).await else {
+        return;
+    };
+    let server = "/subscriptions/6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10/resourceGroups/shop/providers/Microsoft.DBforPostgreSQL/flexibleServers/shop-pg";
+    let servers = Arc::new(InMemoryFlexibleServers::default());
+    servers.set(server, Vec::new());
+    let error = backend_on_server(&fx, server, servers.clone())
+        .prepare()
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason, Reason::TargetNotPrepared, "{error}");
+    assert!(
+        error.message.contains("microsoft-entra-admin create"),
+        "{error}"
+    );
+    assert!(!error.message.contains("azure_pg_admin"), "{error}");
+    assert_eq!(servers.calls(), 1);
+
+    // Without serverResourceId there is no ARM read, and the SQL half reports.
+    let plain = fx.backend(&[("reader", members(&["app_reader"]))]);
+    let error = plain.prepare().await.unwrap_err();
+    assert!(error.message.contains("azure_pg_admin"), "{error}");
+    assert_eq!(servers.calls(), 1);
+}
+
+/// The Python with psycopg (3): `DBGRANT_PYTHON` (which `scripts/test` sets to its venv, where
+/// it installs psycopg) or `python3`. `None`, saying why, when neither has it (fails on CI).
+fn python_with_psycopg() -> Option<String> {
+    let python = std::env::var("DBGRANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import psycopg"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        dbgrant_sim::prerequisite_missing(&format!(
+            "the psycopg test: {python} cannot import psycopg (scripts/test installs psycopg[binary] into its venv)"
+        ));
+        return None;
+    }
+    Some(python)
+}
+
+/// Signs in through the front with psycopg, each password from an environment variable (never
+/// on a command line), and prints what happened as JSON.
+const PSYCOPG_CLIENT: &str = r#"
+import json, os, sys
+import psycopg
+
+host, port, dbname, user, ca = sys.argv[1:6]
+
+def connect(password):
+    return psycopg.connect(host=host, port=port, dbname=dbname, user=user, password=password,
+                           sslmode="verify-full", sslrootcert=ca, connect_timeout=10)
+
+out = {"version": psycopg.__version__}
+with connect(os.environ["PG_TOKEN_GOOD"]) as conn:
+    out["user"] = conn.execute("SELECT current_user").fetchone()[0]
+    out["rows"] = conn.execute("SELECT count(*) FROM sales.items").fetchone()[0]
+    try:
+        conn.execute("INSERT INTO sales.items VALUES (2)")
+        out["insert"] = "inserted"
+    except psycopg.Error as error:
+        out["insert"] = {"class": type(error).__name__, "sqlstate": error.sqlstate}
+for case in ("WRONG", "EXPIRED", "FOREIGN"):
+    try:
+        connect(os.environ["PG_TOKEN_" + case]).close()
+        out[case] = "connected"
+    except psycopg.OperationalError as error:
+        out[case] = {"sqlstate": error.sqlstate, "message": str(error)}
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psycopg_signs_in_with_the_workloads_token_and_is_refused_as_postgresql_refuses() {
+    let Some(fx) = Fixture::start(true).await else {
+        return;
+    };
+    let Some(python) = python_with_psycopg() else {
+        return;
+    };
+    let backend = fx.backend(&[("reader", members(&["app_reader"]))]);
+    backend.prepare().await.unwrap();
+    let (app, token) = fx.workload("orders-api").await;
+    backend
+        .grant(&holding(&backend, &app.principal_id, "reader"))
+        .await
+        .unwrap();
+    let login = app.principal_id.to_ascii_lowercase();
+    let (_, foreign) = fx.workload("someone-else").await;
+    let now = dbgrant_sim::jwt::now_secs();
+    let expired = fx
+        .azure
+        .sign_token(&serde_json::json!({
+            "aud": AUDIENCE,
+            "iss": format!("https://sts.windows.net/{}/", fx.azure.tenant_id()),
+            "oid": app.principal_id,
+            "tid": fx.azure.tenant_id(),
+            "iat": now - 7200,
+            "nbf": now - 7200,
+            "exp": now - 60,
+        }))
+        .unwrap();
+    let dir = tempdir();
+    let ca = dir.join("front-ca.pem");
+    std::fs::write(&ca, &fx.front.ca_pem).unwrap();
+    let output = tokio::process::Command::new(&python)
+        .args(["-c", PSYCOPG_CLIENT, "localhost"])
+        .arg(fx.front.port.to_string())
+        .args([DATABASE, &login])
+        .arg(&ca)
+        .env("PG_TOKEN_GOOD", token.secret())
+        .env("PG_TOKEN_WRONG", "not-a-token")
+        .env("PG_TOKEN_EXPIRED", &expired)
+        .env("PG_TOKEN_FOREIGN", foreign.secret())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "psycopg client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(out["version"].as_str().unwrap().starts_with('3'), "{out}");
+    assert_eq!(out["user"], login.as_str(), "signed in as the login role");
+    assert_eq!(out["rows"], 1);
+    assert_eq!(
+        out["insert"],
+        serde_json::json!({"class": "InsufficientPrivilege", "sqlstate": "42501"}),
+        "PostgreSQL's own refusal of a read-only grant's INSERT"
+    );
+    // libpq reports a refused sign-in by PostgreSQL's FATAL message (it keeps no SQLSTATE for
+    // connection failures, so psycopg's is None): the front's 28P01 as every server words it.
+    for case in ["WRONG", "EXPIRED", "FOREIGN"] {
+        let refused = &out[case];
+        assert!(refused.is_object(), "{case}: {refused}");
+        let message = refused["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!(
+                "FATAL:  password authentication failed for user \"{login}\""
+            )),
+            "{case}: {message}"
+        );
+        assert!(!message.contains(token.secret()), "{case}: a token leaked");
+    }
+    // The same refusal as a Rust client sees it carries the SQLSTATE itself.
+    let Err(error) = fx
+        .clients
+        .connect(
+            "localhost",
+            fx.front.port,
+            &login,
+            DATABASE,
+            &Secret::new(expired),
+        )
+        .await
+    else {
+        panic!("an expired token is refused");
+    };
+    assert!(error.message.contains("SQLSTATE 28P01"), "{error}");
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("dbgrant-psycopg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

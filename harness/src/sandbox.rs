@@ -7,6 +7,7 @@
 mod identity;
 mod install;
 mod pod;
+mod postgres;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ pub use install::{
     Install, NAMESPACE, RELEASE, SERVICE_ACCOUNT, deploy_manifest, resolve as resolve_install,
 };
 pub use pod::{EXCHANGE_AUDIENCE, OperatorPod};
+pub use postgres::SandboxPostgres;
 
 /// How to run the sandbox.
 #[derive(Clone, Debug)]
@@ -65,6 +67,12 @@ pub struct Sandbox {
     pub azure_state: PathBuf,
     /// The example grants, by `namespace/name`: the ones the sandbox judges.
     pub examples: std::collections::BTreeSet<String>,
+    /// The PostgreSQL serving the examples' PostgreSQL target, when there is one and it could
+    /// be started.
+    pub postgres: Option<SandboxPostgres>,
+    /// What became of the examples' PostgreSQL target when it is not served as named (no
+    /// PostgreSQL installed, or its port taken).
+    pub postgres_note: Option<String>,
     tokens: TokenRotation,
 }
 
@@ -143,9 +151,38 @@ impl Sandbox {
         let client = kube.client().await?;
         let issuer = kube.issuer();
 
-        let manifests = read_manifests(&options.examples_dir)?;
+        let mut manifests = read_manifests(&options.examples_dir)?;
         let (subscription, group) = provision(&azure, &manifests, &issuer)?;
-        let operator_identity = operator_identity(&azure, &manifests, &issuer, &subscription)?;
+        let (operator_identity, operator_principal) =
+            operator_identity(&azure, &manifests, &issuer, &subscription)?;
+        let (postgres, postgres_note) = match postgres::start(
+            &azure,
+            &mut manifests,
+            state_dir,
+            &operator_principal,
+        )
+        .await
+        {
+            Ok(Some(pg)) => {
+                let note = pg.moved_from.map(|port| {
+                    format!(
+                        "port {port} was taken: PostgreSQL target {} is served on {} instead",
+                        pg.target, pg.front.port
+                    )
+                });
+                (Some(pg), note)
+            }
+            Ok(None) => (None, None),
+            // Cosmos DB needs no PostgreSQL: its examples go on without the others.
+            Err(error) => {
+                let dropped = postgres::without_postgres(&mut manifests);
+                let note = format!(
+                    "no PostgreSQL ({error:#}): the PostgreSQL target and its grants ({}) are not applied; the Cosmos DB examples go on",
+                    dropped.join(", ")
+                );
+                (None, Some(note))
+            }
+        };
         let mut state = serde_json::to_value(azure.state())?;
         // What `sandbox identity create` needs beyond the simulator's own state.
         state["oidcIssuer"] = Value::from(issuer.clone());
@@ -156,13 +193,21 @@ impl Sandbox {
         dbgrant_sim::write_atomically(&azure_state, &serde_json::to_string_pretty(&state)?)?;
         let azure_ca = state_dir.join("azure-ca.pem");
         dbgrant_sim::write_atomically(&azure_ca, &azure.ca_pem())?;
+        // What the operator trusts beyond public roots: the simulated cloud's CA, and the
+        // PostgreSQL front's (as a private cloud's servers would need).
+        let trusted_ca = state_dir.join("trusted-ca.pem");
+        let mut bundle = azure.ca_pem();
+        if let Some(pg) = &postgres {
+            bundle = format!("{bundle}\n{}", pg.front.ca_pem);
+        }
+        dbgrant_sim::write_atomically(&trusted_ca, &bundle)?;
 
         let settings = install::InstallSettings {
             client_id: operator_identity,
             tenant_id: azure.tenant_id(),
             authority_host: azure.authority_host(),
             arm_endpoint: azure.arm_endpoint(),
-            extra_ca_file: std::path::absolute(&azure_ca)?,
+            extra_ca_file: std::path::absolute(&trusted_ca)?,
             resync_interval: format!("{}s", options.operator.resync_interval.as_secs().max(1)),
             concurrency: options.operator.concurrency,
         };
@@ -223,6 +268,8 @@ impl Sandbox {
             kubeconfig,
             azure_state,
             examples,
+            postgres,
+            postgres_note,
             tokens,
         })
     }
@@ -435,13 +482,14 @@ fn provision(
 }
 
 /// The operator's own managed identity, as the README has users set it up: federated to the
-/// chart's ServiceAccount and allowed to manage each target account's SQL RBAC. Its client id.
+/// chart's ServiceAccount and allowed to manage each target account's SQL RBAC. Its client id
+/// and principal id.
 fn operator_identity(
     azure: &AzureSim,
     manifests: &[Value],
     issuer: &str,
     subscription: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
     let identity = azure.create_identity(subscription, "dbgrant-system", "dbgrant-operator");
     azure.add_federated_credential(
         &identity.resource_id,
@@ -457,7 +505,7 @@ fn operator_identity(
             ControlPlaneRole::DocumentDbAccountContributor,
         );
     }
-    Ok(identity.client_id)
+    Ok((identity.client_id, identity.principal_id))
 }
 
 /// How often the pod's projected tokens are renewed: well inside their hour.

@@ -1,38 +1,94 @@
-//! End to end on PostgreSQL: the real controllers, kube-sim, azure-sim, and a real PostgreSQL
-//! (dbgrant-sim's stand-in) reached only through its token-checking TLS front. The operator
-//! signs in with its own Entra token as the server's Entra admin; the grant is verified by the
-//! workload signing in with its own token. Simulated worlds only: the stand-in runs here.
+//! End to end on PostgreSQL: the real controllers, Kubernetes, Azure, and a PostgreSQL server
+//! reached only through a token-checking TLS front. The operator signs in with its own Entra
+//! token as one of the server's Entra admins (checked in ARM first: the target names the
+//! server's ARM id); the grant is verified by the workload signing in with its own token.
+//!
+//! Two modes, as the world has:
+//! - simulated (default): dbgrant-sim's stand-in (a real PostgreSQL and its front) in-process,
+//!   the flexible server's ARM side in azure-sim;
+//! - real environment (`DBGRANT_E2E_KUBECONFIG` and the world's variables): the server through
+//!   these variables only, as a flexible server would be (`scripts/e2e-real-mode` points them
+//!   at `pg-front`, a real PostgreSQL and its front run as processes):
+//!   - `DBGRANT_E2E_POSTGRES_HOST`, `DBGRANT_E2E_POSTGRES_PORT`: where clients connect (TLS,
+//!     verified against the host name);
+//!   - `DBGRANT_E2E_POSTGRES_CA_FILE`: optional, a CA bundle the operator must trust for it;
+//!   - `DBGRANT_E2E_POSTGRES_ADMIN_ROLE`: the role the tests' principal (`AZURE_CLIENT_ID`) is
+//!     an Entra administrator of the server under;
+//!   - `DBGRANT_E2E_POSTGRES_ADMIN_DSN`: a libpq connection string (keyword=value) psql uses to
+//!     set up each test's database and roles and to read the catalogue (the password, if any,
+//!     from `PGPASSWORD`);
+//!   - `DBGRANT_E2E_POSTGRES_SERVER_ID`: optional, the server's ARM id (the admin check).
+//!
+//!   Each test makes its own database and roles (named after the test) and drops them, and the
+//!   login roles it left, at the end.
 
 mod support;
 
 use std::time::Duration;
 
-use dbgrant::api::{DatabaseAccessGrant, Reason};
+use dbgrant::api::{DatabaseAccessGrant, DatabaseTarget, Reason};
 use dbgrant::azure::OperatorCredential;
+use dbgrant_sim::azure::ControlPlaneRole;
 use dbgrant_sim::postgres::{AUDIENCE, Front, RealPostgres, literal};
-use kube::api::Api;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
 use support::world::{World, WorldOptions, is_ready, ready_reason};
 
-/// The role name of the operator's Entra admin role on the server.
+/// The role name of the operator's Entra admin role on the simulated server.
 const OPERATOR_ROLE: &str = "dbgrant";
-const DATABASE: &str = "appdb";
 
-/// A PostgreSQL stand-in with the platform's setup, a DatabaseTarget on it, and the world's
-/// operator restarted to trust the front and made an Entra admin of the server.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Where the server is and how the tests reach its catalogue.
+enum Server {
+    /// dbgrant-sim's stand-in, in this process.
+    Local { pg: RealPostgres, _front: Front },
+    /// Reached through the variables only; psql with this connection string.
+    Remote { admin_dsn: String },
+}
+
+/// A PostgreSQL server with this test's database and the platform's roles in it, and a
+/// DatabaseTarget on them.
 struct Postgres {
-    pg: RealPostgres,
-    _front: Front,
+    server: Server,
+    /// The operator's object id, when the test knows it (simulated).
+    operator: Option<String>,
+    /// The target's `postgres` block.
+    spec: serde_json::Value,
     target: String,
+    database: String,
+    reader: String,
+    writer: String,
 }
 
 impl Postgres {
-    fn read(&self, database: &str, sql: &str) -> String {
-        self.pg.psql(database, sql).unwrap().trim().to_string()
+    /// Run `sql` in `database` as the platform's admin; psql's unaligned output.
+    fn psql(&self, database: &str, sql: &str) -> String {
+        match &self.server {
+            Server::Local { pg, .. } => pg.psql(database, sql).unwrap().trim().to_string(),
+            Server::Remote { admin_dsn } => {
+                // A later keyword wins in a libpq connection string; the tests' names need
+                // no quoting there.
+                let dsn = format!("{admin_dsn} dbname={database}");
+                let out = std::process::Command::new("psql")
+                    .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", &dsn, "-c", sql])
+                    .output()
+                    .expect("psql runs");
+                assert!(
+                    out.status.success(),
+                    "psql: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            }
+        }
     }
 
     fn login_exists(&self, principal_id: &str) -> bool {
-        self.read(
+        self.psql(
             "postgres",
             &format!(
                 "SELECT count(*) FROM pg_roles WHERE rolname = {}",
@@ -42,7 +98,7 @@ impl Postgres {
     }
 
     fn is_member(&self, principal_id: &str, of: &str) -> bool {
-        self.read(
+        self.psql(
             "postgres",
             &format!(
                 "SELECT count(*) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid \
@@ -53,9 +109,9 @@ impl Postgres {
         ) == "1"
     }
 
-    /// Entra principals the stand-in knows for `principal_id` (any role name).
+    /// Entra principals the server knows for `principal_id` (any role name).
     fn principals_of(&self, principal_id: &str) -> String {
-        self.read(
+        self.psql(
             "postgres",
             &format!(
                 "SELECT count(*) FROM pgaadauth_list_principals(false) WHERE lower(objectid) = {}",
@@ -63,15 +119,83 @@ impl Postgres {
             ),
         )
     }
+
+    /// Against a shared server, leave nothing behind: the target's grants and the target
+    /// (their finalizers run while the operator does), this test's database and roles, and
+    /// the login roles of `principals` (retained ones). In-process, dropping the server does.
+    async fn finish(self, world: World, principals: &[&str]) {
+        if let Server::Remote { .. } = &self.server {
+            let grants: Api<DatabaseAccessGrant> = Api::all(world.client.clone());
+            let mine = |g: &DatabaseAccessGrant| g.spec.target == self.target;
+            for grant in grants.list(&ListParams::default()).await.unwrap().items {
+                if mine(&grant) {
+                    let api: Api<DatabaseAccessGrant> = Api::namespaced(
+                        world.client.clone(),
+                        &grant.namespace().unwrap_or_default(),
+                    );
+                    let _ = api
+                        .delete(&grant.name_any(), &DeleteParams::default())
+                        .await;
+                }
+            }
+            let targets: Api<DatabaseTarget> = Api::all(world.client.clone());
+            let _ = targets.delete(&self.target, &DeleteParams::default()).await;
+            world
+                .eventually(
+                    "the PostgreSQL grants and target gone",
+                    Duration::from_secs(60),
+                    || {
+                        let (grants, targets) = (grants.clone(), targets.clone());
+                        let target = self.target.clone();
+                        async move {
+                            let left = grants.list(&ListParams::default()).await.ok()?;
+                            let gone = !left.items.iter().any(|g| g.spec.target == target)
+                                && targets.get_opt(&target).await.ok()?.is_none();
+                            gone.then_some(())
+                        }
+                    },
+                )
+                .await;
+        }
+        // The operator stops first: its pooled sessions would hold the database open.
+        world.finish().await;
+        if let Server::Remote { .. } = &self.server {
+            self.psql(
+                "postgres",
+                &format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quoted(&self.database)
+                ),
+            );
+            for role in principals
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .chain([self.reader.clone(), self.writer.clone()])
+            {
+                self.psql(
+                    "postgres",
+                    &format!("DROP ROLE IF EXISTS {}", quoted(&role)),
+                );
+            }
+        }
+    }
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Whether this run can have a PostgreSQL world; says why not.
 fn can_run(test: &str) -> bool {
-    if std::env::var("DBGRANT_E2E_KUBECONFIG").is_ok_and(|v| !v.is_empty()) {
-        eprintln!(
-            "{test}: skipped in real-environment mode: the PostgreSQL end-to-end tests need the local PostgreSQL stand-in and azure-sim's token check (a real flexible server is tested by tests/postgres_real_server.rs)"
-        );
-        return false;
+    if env("DBGRANT_E2E_KUBECONFIG").is_some() {
+        if env("DBGRANT_E2E_POSTGRES_HOST").is_none() {
+            // Not a missing tool: a real environment without a PostgreSQL server to use.
+            eprintln!(
+                "{test}: skipped in real-environment mode: set DBGRANT_E2E_POSTGRES_HOST, _PORT, _ADMIN_ROLE and _ADMIN_DSN (README: End-to-end tests against a real cluster and subscription)"
+            );
+            return false;
+        }
+        return true;
     }
     if RealPostgres::binaries().is_none() {
         dbgrant_sim::prerequisite_missing(
@@ -118,49 +242,121 @@ async fn operator_object_id(world: &World, config: &dbgrant::azure::AzureConfig)
     claims["oid"].as_str().expect("an oid").to_string()
 }
 
+/// The server (started here, or the one the variables name), the operator trusting its TLS
+/// and made (or found) one of its Entra admins, this test's database and roles, and a
+/// DatabaseTarget on them allowing `allowed_roles`.
 async fn postgres(world: &mut World, allowed_roles: &[&str]) -> Postgres {
-    let pg = tokio::task::spawn_blocking(RealPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let verify = world
-        .sims()
-        .expect("simulated")
-        .azure
-        .verifier_for(AUDIENCE);
-    let front = pg.front(pg.token_check(move |t| verify(t))).await.unwrap();
-    let config = world.restart_operator_trusting(&front.ca_pem).await;
-    let operator = operator_object_id(world, &config).await;
-    pg.create_entra_admin(OPERATOR_ROLE, &operator).unwrap();
-    pg.psql("postgres", &format!("CREATE DATABASE {DATABASE}"))
-        .unwrap();
-    pg.psql(
-        DATABASE,
-        "CREATE SCHEMA sales; CREATE TABLE sales.items (id int); \
-         CREATE ROLE app_reader NOLOGIN; GRANT USAGE ON SCHEMA sales TO app_reader; \
-         GRANT SELECT ON ALL TABLES IN SCHEMA sales TO app_reader; \
-         CREATE ROLE app_writer NOLOGIN; GRANT USAGE ON SCHEMA sales TO app_writer; \
-         GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA sales TO app_writer; \
-         GRANT app_reader, app_writer TO dbgrant WITH ADMIN OPTION;",
-    )
-    .unwrap();
+    // Unique per test (a shared server holds every test's), and never `pg_`: reserved.
+    let prefix = format!("app_{}", world.team().replace('-', "_"));
+    let database = format!("{prefix}_db");
+    let (reader, writer) = (format!("{prefix}_reader"), format!("{prefix}_writer"));
+    let (server, host, port, admin_role, server_id, operator) = if env("DBGRANT_E2E_KUBECONFIG")
+        .is_some()
+    {
+        let need = |n: &str| env(n).unwrap_or_else(|| panic!("{n} must be set"));
+        if let Some(file) = env("DBGRANT_E2E_POSTGRES_CA_FILE") {
+            let pem = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("reading DBGRANT_E2E_POSTGRES_CA_FILE {file}: {e}"));
+            world.restart_operator_trusting(&pem).await;
+        }
+        let port: u16 = env("DBGRANT_E2E_POSTGRES_PORT").map_or(5432, |p| {
+            p.parse().expect("DBGRANT_E2E_POSTGRES_PORT is a port")
+        });
+        (
+            Server::Remote {
+                admin_dsn: need("DBGRANT_E2E_POSTGRES_ADMIN_DSN"),
+            },
+            need("DBGRANT_E2E_POSTGRES_HOST"),
+            port,
+            need("DBGRANT_E2E_POSTGRES_ADMIN_ROLE"),
+            env("DBGRANT_E2E_POSTGRES_SERVER_ID"),
+            None,
+        )
+    } else {
+        let pg = tokio::task::spawn_blocking(RealPostgres::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let verify = world
+            .sims()
+            .expect("simulated")
+            .azure
+            .verifier_for(AUDIENCE);
+        let front = pg.front(pg.token_check(move |t| verify(t))).await.unwrap();
+        let config = world.restart_operator_trusting(&front.ca_pem).await;
+        let operator = operator_object_id(world, &config).await;
+        pg.create_entra_admin(OPERATOR_ROLE, &operator).unwrap();
+        // The flexible server's ARM side: the operator one of its Entra admins, allowed to
+        // read them (the target's serverResourceId check).
+        let azure = &world.sims().expect("simulated").azure;
+        let server_id = azure.create_postgres_server(
+            &uuid::Uuid::new_v4().to_string(),
+            "e2e",
+            &world.team().replace('_', "-"),
+        );
+        azure
+            .add_postgres_administrator(&server_id, &operator, OPERATOR_ROLE, "ServicePrincipal")
+            .unwrap();
+        azure.assign_control_plane_role(&operator, &server_id, ControlPlaneRole::Reader);
+        let port = front.port;
+        (
+            Server::Local { pg, _front: front },
+            // The front's certificate names localhost: verified TLS, as against Azure.
+            "localhost".to_string(),
+            port,
+            OPERATOR_ROLE.to_string(),
+            Some(server_id),
+            Some(operator),
+        )
+    };
     let target = format!("{}-pg", world.target_name());
+    let mut pg = Postgres {
+        server,
+        operator,
+        spec: serde_json::Value::Null,
+        target: target.clone(),
+        database: database.clone(),
+        reader: reader.clone(),
+        writer: writer.clone(),
+    };
+    pg.psql(
+        "postgres",
+        &format!("CREATE DATABASE {}", quoted(&database)),
+    );
+    pg.psql(
+        &database,
+        &format!(
+            "CREATE SCHEMA sales; CREATE TABLE sales.items (id int); \
+             CREATE ROLE {r} NOLOGIN; GRANT USAGE ON SCHEMA sales TO {r}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA sales TO {r}; \
+             CREATE ROLE {w} NOLOGIN; GRANT USAGE ON SCHEMA sales TO {w}; \
+             GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA sales TO {w}; \
+             GRANT {r}, {w} TO {a} WITH ADMIN OPTION;",
+            r = quoted(&reader),
+            w = quoted(&writer),
+            a = quoted(&admin_role),
+        ),
+    );
+    let mut spec = json!({
+        "server": host,
+        "port": port,
+        "adminRole": admin_role,
+        "database": database,
+        "roles": {
+            "reader": {"memberOf": [reader]},
+            "contributor": {"memberOf": [writer]},
+        },
+    });
+    if let Some(server_id) = server_id {
+        spec["serverResourceId"] = json!(server_id);
+    }
+    pg.spec = spec.clone();
     let manifest = json!({
         "apiVersion": "dbgrant.io/v1alpha1",
         "kind": "DatabaseTarget",
         "metadata": {"name": target},
         "spec": {
-            "postgres": {
-                // The front's certificate names localhost: verified TLS, as against Azure.
-                "server": "localhost",
-                "port": front.port,
-                "adminRole": OPERATOR_ROLE,
-                "database": DATABASE,
-                "roles": {
-                    "reader": {"memberOf": ["app_reader"]},
-                    "contributor": {"memberOf": ["app_writer"]},
-                },
-            },
+            "postgres": spec,
             "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
             "allowedRoles": allowed_roles,
         },
@@ -168,11 +364,7 @@ async fn postgres(world: &mut World, allowed_roles: &[&str]) -> Postgres {
     dbgrant_sim::apply::apply(&world.client, &manifest, "default")
         .await
         .unwrap();
-    Postgres {
-        pg,
-        _front: front,
-        target,
-    }
+    pg
 }
 
 fn condition(grant: &DatabaseAccessGrant, type_: &str) -> Option<(String, String)> {
@@ -207,8 +399,8 @@ async fn a_postgres_grant_goes_ready_verified_follows_its_role_and_is_dropped_or
         "verified by the workload signing in with its own token"
     );
     assert!(pg.login_exists(&app.principal_id));
-    assert!(pg.is_member(&app.principal_id, "app_reader"));
-    assert!(!pg.is_member(&app.principal_id, "app_writer"));
+    assert!(pg.is_member(&app.principal_id, &pg.reader));
+    assert!(!pg.is_member(&app.principal_id, &pg.writer));
 
     // A new role: the new membership is given and the old one revoked.
     world
@@ -223,8 +415,8 @@ async fn a_postgres_grant_goes_ready_verified_follows_its_role_and_is_dropped_or
             "the old membership revoked",
             Duration::from_secs(20),
             || {
-                let done = pg.is_member(&app.principal_id, "app_writer")
-                    && !pg.is_member(&app.principal_id, "app_reader");
+                let done = pg.is_member(&app.principal_id, &pg.writer)
+                    && !pg.is_member(&app.principal_id, &pg.reader);
                 async move { done.then_some(()) }
             },
         )
@@ -248,8 +440,8 @@ async fn a_postgres_grant_goes_ready_verified_follows_its_role_and_is_dropped_or
     world.wait_ready("kept").await;
     world.delete_grant("kept").await;
     assert!(pg.login_exists(&keeper.principal_id));
-    assert!(pg.is_member(&keeper.principal_id, "app_reader"));
-    world.finish().await;
+    assert!(pg.is_member(&keeper.principal_id, &pg.reader));
+    pg.finish(world, &[&keeper.principal_id]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,12 +498,106 @@ async fn a_grant_from_a_namespace_the_postgres_target_refuses_never_reaches_the_
         )
         .await;
     world.wait_ready("allowed").await;
-    assert!(pg.is_member(&app.principal_id, "app_reader"));
+    assert!(pg.is_member(&app.principal_id, &pg.reader));
     assert_eq!(
         pg.principals_of(&identity.principal_id),
         "0",
         "no login role was ever made for the refused grant's identity"
     );
     assert!(!pg.login_exists(&identity.principal_id));
-    world.finish().await;
+    pg.finish(world, &[]).await;
+}
+
+/// The target's Ready condition: (status, reason, message).
+async fn target_ready(world: &World, name: &str) -> Option<(String, String, String)> {
+    let targets: Api<DatabaseTarget> = Api::all(world.client.clone());
+    let target = targets.get_opt(name).await.ok()??;
+    target
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_whose_server_lacks_the_operator_as_entra_admin_says_how_to_add_it() {
+    if !can_run("postgres_e2e") {
+        return;
+    }
+    let mut world = World::start("pg-admin", WorldOptions::default()).await;
+    let pg = postgres(&mut world, &["reader"]).await;
+    let Some(sims) = world.sims() else {
+        // A real subscription's server cannot be made to lack its admin by the test.
+        pg.finish(world, &[]).await;
+        return;
+    };
+    // A second server in ARM the operator may read, where nobody made it an administrator.
+    let azure = &sims.azure;
+    let server = azure.create_postgres_server(&uuid::Uuid::new_v4().to_string(), "e2e", "bare-pg");
+    let operator = pg
+        .operator
+        .clone()
+        .expect("simulated: the operator's object id is known");
+    azure.assign_control_plane_role(&operator, &server, ControlPlaneRole::Reader);
+    let mut spec = pg.spec.clone();
+    spec["serverResourceId"] = json!(server);
+    let bare = json!({
+        "apiVersion": "dbgrant.io/v1alpha1",
+        "kind": "DatabaseTarget",
+        "metadata": {"name": format!("{}-bare", pg.target)},
+        "spec": {
+            "postgres": spec,
+            "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
+            "allowedRoles": ["reader"],
+        },
+    });
+    dbgrant_sim::apply::apply(&world.client, &bare, "default")
+        .await
+        .unwrap();
+    let name = format!("{}-bare", pg.target);
+    let (_, reason, message) = world
+        .eventually(
+            "the bare server's target not prepared",
+            Duration::from_secs(20),
+            || {
+                let world = &world;
+                let name = name.clone();
+                async move {
+                    target_ready(world, &name)
+                        .await
+                        .filter(|(status, _, _)| status == "False")
+                }
+            },
+        )
+        .await;
+    assert_eq!(reason, Reason::TargetNotPrepared.as_str(), "{message}");
+    assert!(
+        message.contains("az postgres flexible-server microsoft-entra-admin create --resource-group e2e --server-name bare-pg --display-name dbgrant"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("--object-id {operator}")),
+        "{message}"
+    );
+    // The platform runs the command (its ARM half here): the target goes Ready.
+    azure
+        .add_postgres_administrator(&server, &operator, OPERATOR_ROLE, "ServicePrincipal")
+        .unwrap();
+    world
+        .eventually(
+            "the bare server's target Ready",
+            Duration::from_secs(30),
+            || {
+                let world = &world;
+                let name = name.clone();
+                async move {
+                    target_ready(world, &name)
+                        .await
+                        .filter(|(status, _, _)| status == "True")
+                }
+            },
+        )
+        .await;
+    pg.finish(world, &[]).await;
 }

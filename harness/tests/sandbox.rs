@@ -1,16 +1,18 @@
 //! The README's main command: the sandbox installs the operator from its chart, runs it as the
 //! chart's ServiceAccount under the chart's RBAC, and brings every example grant to Ready
-//! within a minute; `sandbox identity create` lets a user's own grant go Ready too; an operator
+//! within a minute (the PostgreSQL one too, and psql signs in with its token Secret); `sandbox identity create` lets a user's own grant go Ready too; an operator
 //! whose RBAC is short fails there as it would in a cluster.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dbgrant::api::DatabaseAccessGrant;
 use dbgrant_harness::operator::OperatorOptions;
 use dbgrant_harness::sandbox::{
-    Install, NAMESPACE, SERVICE_ACCOUNT, Sandbox, SandboxOptions, default_examples_dir,
-    deploy_manifest, is_ready,
+    Install, NAMESPACE, SERVICE_ACCOUNT, Sandbox, SandboxOptions, SandboxPostgres,
+    default_examples_dir, deploy_manifest, is_ready,
 };
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::Api;
 use serde_json::json;
@@ -62,7 +64,22 @@ async fn every_example_grant_becomes_ready_within_a_minute() {
             std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("kind: DatabaseAccessGrant"))
         })
         .count();
-    assert_eq!(grants.len(), examples, "one grant per example");
+    let postgres_grants = grants
+        .values()
+        .filter(|g| g.spec.target == "postgres-demo")
+        .count();
+    if sandbox.postgres.is_some() {
+        assert_eq!(grants.len(), examples, "one grant per example");
+        assert_eq!(postgres_grants, 1, "the PostgreSQL example is among them");
+    } else {
+        // Without PostgreSQL the sandbox says so and serves the Cosmos DB examples.
+        dbgrant_sim::prerequisite_missing(&format!(
+            "the sandbox's PostgreSQL example: {}",
+            sandbox.postgres_note.clone().unwrap_or_default()
+        ));
+        assert_eq!(grants.len(), examples - 1, "every Cosmos DB example");
+        assert_eq!(postgres_grants, 0);
+    }
     assert!(grants.values().all(is_ready));
     // The operator ran as the chart's pod: its ServiceAccount, under the chart's ClusterRole,
     // with Azure through workload identity (no client secret anywhere in its settings).
@@ -101,10 +118,13 @@ async fn every_example_grant_becomes_ready_within_a_minute() {
             .unwrap()
             .contains("BEGIN CERTIFICATE")
     );
-    // Each example's assignment exists in Azure with the scope its grant reports.
-    let account = grants
+    // Each Cosmos DB example's assignment exists in Azure with the scope its grant reports.
+    let cosmos: Vec<_> = grants
         .values()
-        .next()
+        .filter(|g| g.spec.target == "cosmos-demo")
+        .collect();
+    let account = cosmos
+        .first()
         .unwrap()
         .status
         .as_ref()
@@ -114,14 +134,71 @@ async fn every_example_grant_becomes_ready_within_a_minute() {
         .unwrap();
     let account = account.split("/dbs/").next().unwrap().to_string();
     let assignments = sandbox.azure.role_assignments(&account);
-    for grant in grants.values() {
+    for grant in &cosmos {
         let scope = grant.status.as_ref().unwrap().scope.clone().unwrap();
         assert!(
             assignments.iter().any(|a| a.scope == scope),
             "no assignment at {scope}: {assignments:?}"
         );
     }
+    if let Some(pg) = &sandbox.postgres {
+        readme_psql_connects_as_the_workload(&sandbox, pg).await;
+    }
     sandbox.stop().await.unwrap();
+}
+
+/// The README's PostgreSQL walkthrough: the real `psql`, with the token Secret's `password` as
+/// PGPASSWORD, signs in through the front as the workload's login role, reads and cannot write.
+async fn readme_psql_connects_as_the_workload(sandbox: &Sandbox, pg: &SandboxPostgres) {
+    let grant = Api::<DatabaseAccessGrant>::namespaced(sandbox.client.clone(), "shop")
+        .get("orders-pg-reader")
+        .await
+        .unwrap();
+    let user = grant.status.unwrap().principal_id.unwrap();
+    // The Secret is written once the token is; Ready does not wait for it.
+    let secrets: Api<Secret> = Api::namespaced(sandbox.client.clone(), "shop");
+    let mut password = None;
+    for _ in 0..100 {
+        if let Some(secret) = secrets.get_opt("orders-pg-token").await.unwrap()
+            && let Some(value) = secret.data.as_ref().and_then(|d| d.get("password"))
+        {
+            password = Some(String::from_utf8(value.0.clone()).unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let password = password.expect("the token Secret has a password key");
+    let psql = |sql: &str| {
+        std::process::Command::new("psql")
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(format!(
+                "host=localhost port={} dbname={} user={user} sslmode=verify-full sslrootcert={}",
+                pg.front.port,
+                pg.database,
+                pg.ca_file.display()
+            ))
+            .env("PGPASSWORD", &password)
+            .output()
+            .expect("psql runs")
+    };
+    let read =
+        psql("SELECT current_user || ' ' || count(*) FROM orders.items GROUP BY current_user");
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        format!("{user} 2")
+    );
+    let write = psql("INSERT INTO orders.items VALUES (3, 'cortado')");
+    assert!(!write.status.success(), "a reader cannot insert");
+    assert!(
+        String::from_utf8_lossy(&write.stderr).contains("permission denied for table items"),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
 }
 
 /// The README's "try your own grant": `sandbox identity create` (the real binary, against the

@@ -102,6 +102,62 @@ pub fn unverified_kid(token: &str) -> Option<String> {
     jsonwebtoken::decode_header(token).ok()?.kid
 }
 
+/// Checks one issuer's tokens for one audience with the keys it publishes (its JWKS), as a
+/// service trusting Entra ID does: signature, `exp`/`nbf`, `aud` and `iss`.
+pub struct JwksVerifier {
+    keys: std::collections::HashMap<String, DecodingKey>,
+    audience: String,
+    issuer: String,
+}
+
+impl JwksVerifier {
+    /// A verifier from a JWKS document (RSA keys with a `kid`).
+    ///
+    /// # Errors
+    /// When the document holds no usable RSA key.
+    pub fn new(jwks: &Value, audience: &str, issuer: &str) -> anyhow::Result<Self> {
+        let mut keys = std::collections::HashMap::new();
+        for key in jwks["keys"].as_array().into_iter().flatten() {
+            let (Some(kid), Some(n), Some(e)) =
+                (key["kid"].as_str(), key["n"].as_str(), key["e"].as_str())
+            else {
+                continue;
+            };
+            keys.insert(
+                kid.to_string(),
+                DecodingKey::from_rsa_components(n, e).context("an RSA key of the JWKS")?,
+            );
+        }
+        anyhow::ensure!(!keys.is_empty(), "the JWKS holds no RSA key with a kid");
+        Ok(Self {
+            keys,
+            audience: audience.to_string(),
+            issuer: issuer.to_string(),
+        })
+    }
+
+    /// The claims of `token`, if one of the keys signed it for the audience and issuer and it
+    /// has not expired.
+    ///
+    /// # Errors
+    /// When it is malformed, signed by an unknown key, expired, or for another audience or issuer.
+    pub fn verify(&self, token: &str) -> anyhow::Result<Value> {
+        let kid = unverified_kid(token).context("the token names no key (kid)")?;
+        let key = self
+            .keys
+            .get(&kid)
+            .context("the token's key is not published")?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = 0;
+        validation.validate_nbf = true;
+        validation.required_spec_claims.clear();
+        validation.required_spec_claims.insert("exp".to_string());
+        validation.set_audience(&[self.audience.as_str()]);
+        validation.set_issuer(&[self.issuer.as_str()]);
+        Ok(jsonwebtoken::decode::<Value>(token, key, &validation)?.claims)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +192,31 @@ mod tests {
             key.jwks()["keys"][0]["kid"].as_str(),
             unverified_kid(&token).as_deref()
         );
+    }
+
+    #[test]
+    fn a_jwks_verifier_accepts_only_its_keys_audience_issuer_and_unexpired_tokens() {
+        let key = SigningKey::generate().unwrap();
+        let now = now_secs();
+        let verifier = JwksVerifier::new(&key.jwks(), "aud", "https://iss/").unwrap();
+        let good = json!({"iss": "https://iss/", "aud": "aud", "oid": "o", "exp": now + 60});
+        let claims = verifier.verify(&key.sign(&good).unwrap()).unwrap();
+        assert_eq!(claims["oid"], "o");
+        let mut other_audience = good.clone();
+        other_audience["aud"] = json!("other");
+        assert!(
+            verifier
+                .verify(&key.sign(&other_audience).unwrap())
+                .is_err()
+        );
+        let mut other_issuer = good.clone();
+        other_issuer["iss"] = json!("https://elsewhere/");
+        assert!(verifier.verify(&key.sign(&other_issuer).unwrap()).is_err());
+        let mut expired = good.clone();
+        expired["exp"] = json!(now - 5);
+        assert!(verifier.verify(&key.sign(&expired).unwrap()).is_err());
+        let stranger = SigningKey::generate().unwrap();
+        assert!(verifier.verify(&stranger.sign(&good).unwrap()).is_err());
+        assert!(JwksVerifier::new(&json!({"keys": []}), "aud", "https://iss/").is_err());
     }
 }

@@ -10,7 +10,8 @@
 //! - `entra`: the workload identity exchange and token claims;
 //! - `credential`: the operator's own ARM credential (azure_identity);
 //! - `models`: the ARM wire shapes of accounts, role definitions and assignments;
-//! - `cosmos`: Cosmos DB accounts, SQL RBAC and the data-plane probe.
+//! - `cosmos`: Cosmos DB accounts, SQL RBAC and the data-plane probe;
+//! - `postgres`: PostgreSQL flexible servers' Entra administrators (the preflight's ARM read).
 
 pub mod arm;
 pub mod cloud;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod lro_timing;
 pub mod models;
 pub mod pipeline;
+pub mod postgres;
 
 pub use cloud::Cloud;
 pub use config::{AzureArgs, AzureConfig};

@@ -1,4 +1,5 @@
-//! `sandbox`: the simulated Kubernetes API and Azure, the operator installed from its chart
+//! `sandbox`: the simulated Kubernetes API and Azure (and PostgreSQL for a PostgreSQL target
+//! among the examples), the operator installed from its chart
 //! and running as its pod would (the chart's ServiceAccount and RBAC, workload identity), the
 //! examples applied; prints each grant's way to Ready (or why it is not) and keeps serving for
 //! kubectl until Ctrl-C. `sandbox identity create` makes a managed identity for a
@@ -118,6 +119,18 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("kubeconfig:  {}", sandbox.kubeconfig.display());
     println!("Azure state: {}", sandbox.azure_state.display());
+    if let Some(note) = &sandbox.postgres_note {
+        println!("note: {note}");
+    }
+    if let Some(pg) = &sandbox.postgres {
+        println!(
+            "postgres:    localhost:{} for target {} (database {}), TLS with CA {}",
+            pg.front.port,
+            pg.target,
+            pg.database,
+            pg.ca_file.display()
+        );
+    }
     if !args.exit_when_ready {
         println!(
             "Try: kubectl --kubeconfig {} get dbgrants -A   (Ctrl-C stops the sandbox)",
@@ -127,8 +140,9 @@ async fn main() -> anyhow::Result<()> {
     println!("waiting for every grant to become Ready:");
     let result = tokio::select! {
         result = serve(&mut sandbox, &args) => result,
-        // Ctrl-C at any point, even before every grant is Ready, stops everything cleanly.
-        signal = tokio::signal::ctrl_c() => signal.map_err(Into::into),
+        // Ctrl-C or SIGTERM at any point, even before every grant is Ready, stops everything
+        // cleanly (PostgreSQL too, which would outlive a process killed without its drop).
+        () = dbgrant_sim::stop_requested() => Ok(()),
     };
     // The operator stops before the simulators it talks to, so it logs no errors on the way out.
     let stopped = sandbox.stop().await;

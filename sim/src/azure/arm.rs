@@ -39,6 +39,13 @@ pub const COSMOS_VERSIONS: &[&str] = &[
     "2021-06-15",
     "2021-04-15",
 ];
+/// Microsoft.DBforPostgreSQL flexible server api-versions, newest first.
+pub const POSTGRES_VERSIONS: &[&str] = &[
+    "2025-08-01",
+    "2024-08-01",
+    "2023-12-01-preview",
+    "2022-12-01",
+];
 const FIC_LIMIT: usize = 20;
 
 /// The caller's principal id, from an ARM bearer token this tenant issued.
@@ -281,6 +288,55 @@ async fn route(
                 &version,
                 body,
             )
+        }
+        (
+            Op::FlexibleServers(_),
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.dbforpostgresql",
+                "flexibleservers",
+                _,
+            ],
+        ) => {
+            check_version(query, POSTGRES_VERSIONS, "flexibleServers")?;
+            let id = format!("/{}", segments.join("/"));
+            authorize(
+                shared,
+                &caller,
+                "Microsoft.DBforPostgreSQL/flexibleServers/read",
+                &id,
+            )?;
+            postgres_server(shared, method, &id, segments[7], body)
+        }
+        (
+            Op::FlexibleServerAdministrators(_),
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.dbforpostgresql",
+                "flexibleservers",
+                _,
+                "administrators",
+                rest @ ..,
+            ],
+        ) if rest.len() <= 1 => {
+            check_version(query, POSTGRES_VERSIONS, "flexibleServers/administrators")?;
+            let server_id = format!("/{}", segments[..8].join("/"));
+            authorize(
+                shared,
+                &caller,
+                "Microsoft.DBforPostgreSQL/flexibleServers/administrators/read",
+                &server_id,
+            )?;
+            let object_id = rest.first().map(|_| segments[9]);
+            postgres_administrators(shared, method, &server_id, object_id, body)
         }
         (
             Op::OperationStatus(_),
@@ -537,4 +593,177 @@ fn operation_status(shared: &Shared, id: &str) -> Result<Response, ArmError> {
         }
     };
     Ok(axum::Json(body).into_response())
+}
+
+fn postgres_server_body(server: &super::state::PostgresServer, tenant: &str) -> Value {
+    json!({
+        "id": server.resource_id,
+        "name": server.name,
+        "type": "Microsoft.DBforPostgreSQL/flexibleServers",
+        "location": server.location,
+        "tags": {},
+        "properties": {
+            "state": "Ready",
+            "version": "15",
+            "fullyQualifiedDomainName": server.fqdn,
+            "authConfig": {"activeDirectoryAuth": "Enabled", "passwordAuth": "Disabled", "tenantId": tenant},
+        },
+    })
+}
+
+fn postgres_not_found(id: &str) -> ArmError {
+    let name = id.rsplit('/').next().unwrap_or_default();
+    ArmError::new(
+        404,
+        "ResourceNotFound",
+        format!(
+            "The Resource 'Microsoft.DBforPostgreSQL/flexibleServers/{name}' under resource group was not found."
+        ),
+    )
+}
+
+/// A flexible server: created (at once; Azure takes minutes) or read.
+fn postgres_server(
+    shared: &Shared,
+    method: &Method,
+    id: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ArmError> {
+    let created = if *method == Method::PUT {
+        let request: Value = serde_json::from_slice(body).unwrap_or_default();
+        let location = request["location"].as_str().unwrap_or("westeurope");
+        !shared.create_postgres_server_at(id, name, location)
+    } else if *method == Method::GET {
+        false
+    } else {
+        return Err(ArmError::new(
+            405,
+            "MethodNotAllowed",
+            "The method is not allowed.",
+        ));
+    };
+    let state = shared.state();
+    let server = state
+        .postgres_servers
+        .get(&id.to_ascii_lowercase())
+        .ok_or_else(|| postgres_not_found(id))?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        code,
+        axum::Json(postgres_server_body(server, &shared.tenant_id)),
+    )
+        .into_response())
+}
+
+fn administrator_body(server_id: &str, object_id: &str, admin: &(String, String, String)) -> Value {
+    let (principal_type, principal_name, tenant_id) = admin;
+    json!({
+        "id": format!("{server_id}/administrators/{object_id}"),
+        "name": object_id,
+        "type": "Microsoft.DBforPostgreSQL/flexibleServers/administrators",
+        "properties": {
+            "principalType": principal_type,
+            "principalName": principal_name,
+            "objectId": object_id,
+            "tenantId": tenant_id,
+        },
+    })
+}
+
+/// A flexible server's Microsoft Entra administrators: list, read, add (at once, where Azure
+/// answers 202 and finishes later) and remove.
+fn postgres_administrators(
+    shared: &Shared,
+    method: &Method,
+    server_id: &str,
+    object_id: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ArmError> {
+    let tenant = shared.tenant_id.clone();
+    let mut state = shared.state();
+    let server = state
+        .postgres_servers
+        .get_mut(&server_id.to_ascii_lowercase())
+        .ok_or_else(|| postgres_not_found(server_id))?;
+    let canonical = server.resource_id.clone();
+    match (method.as_str(), object_id) {
+        ("GET", None) => {
+            let value: Vec<Value> = server
+                .administrators
+                .iter()
+                .map(|(oid, admin)| administrator_body(&canonical, oid, admin))
+                .collect();
+            Ok(axum::Json(json!({"value": value})).into_response())
+        }
+        ("GET", Some(oid)) => {
+            let admin = server
+                .administrators
+                .get(&oid.to_ascii_lowercase())
+                .ok_or_else(|| {
+                    ArmError::new(
+                        404,
+                        "ResourceNotFound",
+                        format!("The Microsoft Entra administrator '{oid}' was not found."),
+                    )
+                })?;
+            Ok(axum::Json(administrator_body(
+                &canonical,
+                &oid.to_ascii_lowercase(),
+                admin,
+            ))
+            .into_response())
+        }
+        ("PUT", Some(oid)) => {
+            let request: Value = serde_json::from_slice(body).map_err(|e| {
+                ArmError::bad_request(format!("The request content was invalid: {e}"))
+            })?;
+            let props = &request["properties"];
+            let principal_type = props["principalType"].as_str().unwrap_or("Unknown");
+            if !["User", "Group", "ServicePrincipal", "Unknown"].contains(&principal_type) {
+                return Err(ArmError::bad_request(format!(
+                    "'{principal_type}' is not a principal type: User, Group, ServicePrincipal or Unknown."
+                )));
+            }
+            let Some(principal_name) = props["principalName"].as_str().filter(|n| !n.is_empty())
+            else {
+                return Err(ArmError::bad_request("principalName is required."));
+            };
+            let admin = (
+                principal_type.to_string(),
+                principal_name.to_string(),
+                props["tenantId"].as_str().unwrap_or(&tenant).to_string(),
+            );
+            let oid = oid.to_ascii_lowercase();
+            let body = administrator_body(&canonical, &oid, &admin);
+            let existed = server.administrators.insert(oid, admin).is_some();
+            let code = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((code, axum::Json(body)).into_response())
+        }
+        ("DELETE", Some(oid)) => {
+            let code = if server
+                .administrators
+                .remove(&oid.to_ascii_lowercase())
+                .is_some()
+            {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            };
+            Ok(code.into_response())
+        }
+        _ => Err(ArmError::new(
+            405,
+            "MethodNotAllowed",
+            "The method is not allowed.",
+        )),
+    }
 }

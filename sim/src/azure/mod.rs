@@ -144,6 +144,8 @@ pub enum ControlPlaneRole {
     DocumentDbAccountContributor,
     /// "Owner".
     Owner,
+    /// "Reader" (the simulator does not tell roles apart: any role on a scope lets its holder act there).
+    Reader,
 }
 
 /// What the handlers share.
@@ -209,6 +211,26 @@ impl Shared {
             .identities
             .insert(resource_id.to_ascii_lowercase(), identity);
         info
+    }
+
+    /// Create a flexible server unless it exists; whether it existed.
+    fn create_postgres_server_at(&self, resource_id: &str, name: &str, location: &str) -> bool {
+        let mut state = self.state();
+        let key = resource_id.to_ascii_lowercase();
+        if state.postgres_servers.contains_key(&key) {
+            return true;
+        }
+        state.postgres_servers.insert(
+            key,
+            state::PostgresServer {
+                resource_id: resource_id.to_string(),
+                name: name.to_string(),
+                location: location.to_string(),
+                fqdn: format!("{name}.postgres.database.azure.com"),
+                administrators: Default::default(),
+            },
+        );
+        false
     }
 
     fn create_account_at(&self, resource_id: &str, name: &str, location: &str) -> CosmosAccount {
@@ -443,6 +465,47 @@ impl AzureSim {
         self.shared.create_account_at(&id, name, "westeurope")
     }
 
+    /// Create an Azure Database for PostgreSQL flexible server (its ARM resource; the server
+    /// itself is `crate::postgres::RealPostgres`). Returns its ARM id.
+    pub fn create_postgres_server(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> String {
+        let id = format!(
+            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{name}"
+        );
+        self.shared
+            .create_postgres_server_at(&id, name, "westeurope");
+        id
+    }
+
+    /// Add a Microsoft Entra administrator to a flexible server, as `az postgres flexible-server
+    /// microsoft-entra-admin create` does on its ARM side.
+    ///
+    /// # Errors
+    /// When the server does not exist.
+    pub fn add_postgres_administrator(
+        &self,
+        server_id: &str,
+        object_id: &str,
+        principal_name: &str,
+        principal_type: &str,
+    ) -> anyhow::Result<()> {
+        let tenant = self.tenant_id();
+        let mut state = self.shared.state();
+        let server = state
+            .postgres_servers
+            .get_mut(&server_id.to_ascii_lowercase())
+            .context("no such flexible server")?;
+        server.administrators.insert(
+            object_id.to_ascii_lowercase(),
+            (principal_type.into(), principal_name.into(), tenant),
+        );
+        Ok(())
+    }
+
     /// Give a principal a control-plane role on a scope (an account, a resource group, ...).
     pub fn assign_control_plane_role(
         &self,
@@ -607,6 +670,19 @@ async fn route(
             if *method == Method::GET =>
         {
             dataplane::read(shared, account, &rest.join("/"), headers)
+        }
+        (AzureOperation::EntraKeys, [tenant, "discovery", "v2.0", "keys"])
+            if *method == Method::GET =>
+        {
+            if !tenant.eq_ignore_ascii_case(&shared.tenant_id) {
+                return errors::ArmError::new(
+                    400,
+                    "invalid_tenant",
+                    format!("Tenant '{tenant}' not found."),
+                )
+                .into_response();
+            }
+            axum::Json(shared.key.jwks()).into_response()
         }
         (_, ["subscriptions", ..]) => {
             let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());

@@ -55,13 +55,20 @@ pub enum Family {
     SqlRoleDefinitions,
     /// Cosmos DB SQL role assignments.
     SqlRoleAssignments,
+    /// Entra ID's published signing keys (what a database server checks tokens with).
+    EntraKeys,
+    /// Azure Database for PostgreSQL flexible servers.
+    FlexibleServers,
+    /// A flexible server's Microsoft Entra administrators.
+    FlexibleServerAdministrators,
     /// Anything else (answered 404).
     Unrouted,
 }
 
 impl Family {
-    const ALL: [Family; 9] = [
+    const ALL: [Family; 12] = [
         Family::Entra,
+        Family::EntraKeys,
         Family::DataPlane,
         Family::OperationStatus,
         Family::Identities,
@@ -69,6 +76,8 @@ impl Family {
         Family::Accounts,
         Family::SqlRoleDefinitions,
         Family::SqlRoleAssignments,
+        Family::FlexibleServers,
+        Family::FlexibleServerAdministrators,
         Family::Unrouted,
     ];
 
@@ -83,6 +92,9 @@ impl Family {
             Family::Accounts => "accounts",
             Family::SqlRoleDefinitions => "sqlRoleDefinitions",
             Family::SqlRoleAssignments => "sqlRoleAssignments",
+            Family::EntraKeys => "entraKeys",
+            Family::FlexibleServers => "flexibleServers",
+            Family::FlexibleServerAdministrators => "flexibleServerAdministrators",
             Family::Unrouted => "other",
         }
     }
@@ -113,6 +125,12 @@ pub enum AzureOperation {
     SqlRoleDefinitions(Verb),
     /// A call on Cosmos DB SQL role assignments.
     SqlRoleAssignments(Verb),
+    /// A read of Entra ID's signing keys (JWKS).
+    EntraKeys,
+    /// A call on a PostgreSQL flexible server.
+    FlexibleServers(Verb),
+    /// A call on a flexible server's Microsoft Entra administrators.
+    FlexibleServerAdministrators(Verb),
     /// A call the simulator has no route for.
     Unrouted(Verb),
 }
@@ -131,11 +149,14 @@ impl AzureOperation {
         if lower.ends_with("/oauth2/v2.0/token") {
             return Self::EntraToken;
         }
+        if lower.ends_with("/discovery/v2.0/keys") {
+            return Self::EntraKeys;
+        }
         if lower.starts_with("/cosmos/") {
             return Self::DataPlaneRead;
         }
         // Most specific first: a role assignment's path also names its account.
-        let families: [(&str, Family); 6] = [
+        let families: [(&str, Family); 8] = [
             ("/operationsstatus/", Family::OperationStatus),
             ("/sqlroleassignments", Family::SqlRoleAssignments),
             ("/sqlroledefinitions", Family::SqlRoleDefinitions),
@@ -145,6 +166,8 @@ impl AzureOperation {
             ),
             ("/userassignedidentities/", Family::Identities),
             ("/databaseaccounts/", Family::Accounts),
+            ("/administrators", Family::FlexibleServerAdministrators),
+            ("/flexibleservers/", Family::FlexibleServers),
         ];
         for (needle, family) in families {
             if lower.contains(needle) {
@@ -154,6 +177,7 @@ impl AzureOperation {
                     Family::SqlRoleAssignments
                         | Family::SqlRoleDefinitions
                         | Family::FederatedCredentials
+                        | Family::FlexibleServerAdministrators
                 ) && lower.trim_end_matches('/').ends_with(needle);
                 let verb = if collection && verb == Verb::Get {
                     Verb::List
@@ -171,6 +195,7 @@ impl AzureOperation {
     fn with(family: Family, verb: Verb) -> Self {
         match family {
             Family::Entra => Self::EntraToken,
+            Family::EntraKeys => Self::EntraKeys,
             Family::DataPlane => Self::DataPlaneRead,
             Family::OperationStatus => Self::OperationStatus(verb),
             Family::Identities => Self::Identities(verb),
@@ -178,6 +203,8 @@ impl AzureOperation {
             Family::Accounts => Self::Accounts(verb),
             Family::SqlRoleDefinitions => Self::SqlRoleDefinitions(verb),
             Family::SqlRoleAssignments => Self::SqlRoleAssignments(verb),
+            Family::FlexibleServers => Self::FlexibleServers(verb),
+            Family::FlexibleServerAdministrators => Self::FlexibleServerAdministrators(verb),
             Family::Unrouted => Self::Unrouted(verb),
         }
     }
@@ -193,6 +220,9 @@ impl AzureOperation {
             Self::Accounts(_) => Family::Accounts,
             Self::SqlRoleDefinitions(_) => Family::SqlRoleDefinitions,
             Self::SqlRoleAssignments(_) => Family::SqlRoleAssignments,
+            Self::EntraKeys => Family::EntraKeys,
+            Self::FlexibleServers(_) => Family::FlexibleServers,
+            Self::FlexibleServerAdministrators(_) => Family::FlexibleServerAdministrators,
             Self::Unrouted(_) => Family::Unrouted,
         }
     }
@@ -217,12 +247,15 @@ impl fmt::Display for AzureOperation {
         match self {
             Self::EntraToken => f.write_str("entra.token"),
             Self::DataPlaneRead => f.write_str("dataplane.get"),
+            Self::EntraKeys => f.write_str("entraKeys.get"),
             Self::OperationStatus(verb)
             | Self::Identities(verb)
             | Self::FederatedCredentials(verb)
             | Self::Accounts(verb)
             | Self::SqlRoleDefinitions(verb)
             | Self::SqlRoleAssignments(verb)
+            | Self::FlexibleServers(verb)
+            | Self::FlexibleServerAdministrators(verb)
             | Self::Unrouted(verb) => write!(f, "{}.{}", self.family(), verb.as_str()),
         }
     }
@@ -367,6 +400,26 @@ mod tests {
                 "operations.get",
             ),
             (Method::GET, "/nowhere".to_string(), "other.get"),
+            (
+                Method::GET,
+                "/t/discovery/v2.0/keys".to_string(),
+                "entraKeys.get",
+            ),
+            (
+                Method::PUT,
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg".to_string(),
+                "flexibleServers.put",
+            ),
+            (
+                Method::GET,
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg/administrators".to_string(),
+                "flexibleServerAdministrators.list",
+            ),
+            (
+                Method::PUT,
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg/administrators/o".to_string(),
+                "flexibleServerAdministrators.put",
+            ),
         ];
         for (method, path, name) in cases {
             assert_eq!(

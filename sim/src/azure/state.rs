@@ -65,6 +65,23 @@ pub struct Account {
     pub busy: Option<String>,
 }
 
+/// An Azure Database for PostgreSQL flexible server (its ARM side only: the database itself
+/// is `crate::postgres`'s stand-in, reached on its own).
+#[derive(Clone, Debug)]
+pub struct PostgresServer {
+    /// ARM id as created.
+    pub resource_id: String,
+    /// Name.
+    pub name: String,
+    /// Location.
+    pub location: String,
+    /// Host name clients connect to.
+    pub fqdn: String,
+    /// Microsoft Entra administrators by lower-cased object id: (principal type, principal
+    /// name, tenant id).
+    pub administrators: BTreeMap<String, (String, String, String)>,
+}
+
 /// What a long-running operation does when it completes.
 #[derive(Clone, Debug)]
 pub enum Effect {
@@ -116,6 +133,8 @@ pub struct State {
     pub identities: HashMap<String, Identity>,
     /// Cosmos DB accounts by lower-cased ARM id.
     pub accounts: HashMap<String, Account>,
+    /// PostgreSQL flexible servers by lower-cased ARM id.
+    pub postgres_servers: HashMap<String, PostgresServer>,
     /// Control-plane role assignments: (principal id, lower-cased scope).
     pub control_plane: Vec<(String, String)>,
     /// Principals not visible to RBAC before this instant (replication delay).

@@ -47,9 +47,12 @@ impl Front {
         socket_dir: PathBuf,
         port: u16,
         check: TokenCheck,
+        listen_port: u16,
     ) -> anyhow::Result<Self> {
         let tls = TlsMaterial::generate("postgres-sim")?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(("127.0.0.1", listen_port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{listen_port}"))?;
         let shared = Arc::new(Shared {
             socket,
             socket_dir,

@@ -249,11 +249,20 @@ impl RealPostgres {
     /// # Errors
     /// When the port cannot be bound or TLS material cannot be made.
     pub async fn front(&self, check: TokenCheck) -> anyhow::Result<Front> {
+        self.front_on(check, 0).await
+    }
+
+    /// Start the front on 127.0.0.1:`port` (0: a free one).
+    ///
+    /// # Errors
+    /// When the port cannot be bound or TLS material cannot be made.
+    pub async fn front_on(&self, check: TokenCheck, port: u16) -> anyhow::Result<Front> {
         Front::start(
             self.socket_path(),
             self.socket_dir().to_path_buf(),
             self.port,
             check,
+            port,
         )
         .await
     }

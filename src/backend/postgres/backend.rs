@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use azure_core::credentials::Secret;
 
+use super::admins;
 use super::connect::{PostgresClients, Session};
 use super::plan::{Conflict, Desired, Grantable, Step, plan_grant, plan_revoke};
 use super::sql::Held;
@@ -128,6 +129,20 @@ impl PostgresBackend {
         self.run(&steps).await
     }
 
+    /// ARM's half of the preflight: the operator is one of the server's Entra administrators,
+    /// under `adminRole`. Before any sign-in, whose refusal could not say why.
+    async fn check_administrator(&self, server_id: &str) -> Result<(), BackendError> {
+        let (object_id, tenant_id) = self.clients.operator_identity().await?;
+        let seen = self.clients.servers().administrators(server_id).await?;
+        admins::decide(
+            server_id,
+            &self.target.admin_role,
+            &object_id,
+            &tenant_id,
+            &seen,
+        )
+    }
+
     fn undeclared(&self, role: &str) -> BackendError {
         BackendError::new(
             Reason::InvalidSpec,
@@ -196,6 +211,9 @@ impl Backend for PostgresBackend {
                     format!("{name:?} {problem}"),
                 ));
             }
+        }
+        if let Some(server_id) = &self.target.server_resource_id {
+            self.check_administrator(server_id).await?;
         }
         let member_of: BTreeSet<String> = self
             .target

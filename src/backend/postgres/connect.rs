@@ -11,6 +11,7 @@ use azure_core::credentials::Secret;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::admins::{FlexibleServers, NoArm};
 use crate::api::Reason;
 use crate::backend::BackendError;
 use crate::backend::operator_token::{NoToken, OperatorToken};
@@ -26,9 +27,11 @@ const MAX_AGE: Duration = Duration::from_secs(600);
 
 type Key = (String, u16, String, String);
 
-/// The operator's PostgreSQL connections, shared by every PostgreSQL target.
+/// The operator's PostgreSQL connections, shared by every PostgreSQL target, and its way to
+/// read flexible servers' Entra administrators in ARM (the preflight's first half).
 pub struct PostgresClients {
     token: Arc<dyn OperatorToken>,
+    servers: Arc<dyn FlexibleServers>,
     tls: MakeRustlsConnect,
     idle: Mutex<HashMap<Key, Vec<(Instant, tokio_postgres::Client)>>>,
 }
@@ -39,9 +42,38 @@ impl PostgresClients {
     pub fn new(token: Arc<dyn OperatorToken>, tls: rustls::ClientConfig) -> Self {
         Self {
             token,
+            servers: Arc::new(NoArm),
             tls: MakeRustlsConnect::new(tls),
             idle: Mutex::default(),
         }
+    }
+
+    /// The same clients, reading flexible servers' administrators through `servers`.
+    #[must_use]
+    pub fn with_servers(mut self, servers: Arc<dyn FlexibleServers>) -> Self {
+        self.servers = servers;
+        self
+    }
+
+    /// Where flexible servers' administrators are read.
+    pub fn servers(&self) -> &dyn FlexibleServers {
+        self.servers.as_ref()
+    }
+
+    /// The operator's own object and tenant ids, read from its PostgreSQL token (the identity
+    /// the server's administrators must list).
+    ///
+    /// # Errors
+    /// When no token can be had, or it is not a JWT with `oid` and `tid`.
+    pub async fn operator_identity(&self) -> Result<(String, String), BackendError> {
+        let token = self.token.token().await?;
+        let claims = crate::azure::entra::read_claims(token.secret()).map_err(|why| {
+            BackendError::new(
+                Reason::AzureUnavailable,
+                format!("reading the operator's object id from its PostgreSQL token: {why}"),
+            )
+        })?;
+        Ok((claims.oid, claims.tid))
     }
 
     /// Clients that cannot connect (no credential): every call says so.

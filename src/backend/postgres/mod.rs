@@ -5,17 +5,21 @@
 //! - `sql`: the catalogue reads and the statements, identifiers quoted by the server;
 //! - `connect`: TLS (verify-full, ring), the operator's Entra token per connection, a small
 //!   pool per server and database;
+//! - `admins`: the ARM half of the preflight (the operator among the server's Entra
+//!   administrators, when the target names the server's ARM id);
 //! - `backend`: the [`Backend`](super::Backend) seam over them.
 //!
 //! A holding is one (principal, role, database). Its id is deterministic and names its store
 //! (server and database): `postgres://host:port/db#role=reader&oid=<object id>`, the database
 //! percent-encoded so the id can be lower-cased without losing the name's case.
 
+pub mod admins;
 mod backend;
 pub mod connect;
 pub mod plan;
 pub mod sql;
 
+pub use admins::{Administrators, EntraAdministrator, FlexibleServers};
 pub use backend::PostgresBackend;
 pub use connect::PostgresClients;
 
