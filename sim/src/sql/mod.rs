@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use catalogue::{Database, Permission, Principal, PrincipalType};
+pub use catalogue::{DBO, Database, Permission, Principal, PrincipalType};
 pub use exec::SqlError;
 pub use statements::{Shape, recognise};
 pub use wire::Value;
