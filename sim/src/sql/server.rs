@@ -14,7 +14,7 @@ use super::exec::{Caller, ResultSet, SqlError, execute};
 use super::statements::{Kind, check_declarations, recognise};
 use super::wire::{
     self, ATTENTION, DONE_ERROR, DONE_MORE, ENCRYPT_NOT_SUP, LOGIN7, Login, PRELOGIN, REPLY, RPC,
-    SP_EXECUTESQL, SQL_BATCH, Tokens, Value,
+    SP_EXECUTESQL, SQL_BATCH, TRANSACTION_MANAGER, Tokens, Value,
 };
 use super::{Executed, SignIn, State, TokenCheck};
 
@@ -131,6 +131,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     wire::write_message(&mut s, REPLY, &tokens.0, session.packet_size).await?;
 
+    // (descriptor, whether a statement ran inside it) of the client's open transaction.
+    let mut in_transaction: Option<(u64, bool)> = None;
     loop {
         let Some(message) = wire::read_message(&mut s).await? else {
             return Ok(());
@@ -138,6 +140,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         let mut tokens = Tokens::default();
         match message.kind {
             SQL_BATCH => {
+                if let Some((_, dirty)) = in_transaction.as_mut() {
+                    *dirty = true;
+                }
                 let text = wire::parse_batch(&message.body)?;
                 let outcome = run(shared, &session, text, None).await;
                 match outcome {
@@ -155,6 +160,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             RPC => {
+                if let Some((_, dirty)) = in_transaction.as_mut() {
+                    *dirty = true;
+                }
                 let outcome = match wire::parse_rpc(&message.body) {
                     Ok(rpc) => rpc_call(shared, &session, rpc).await,
                     Err(e) => Err(SqlError::new(
@@ -176,11 +184,60 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
+            // Transaction manager requests (a client not in autocommit, or one closing):
+            // acknowledged, but the stand-in applies each statement at once and cannot undo
+            // one, so rolling back a transaction that changed something is refused.
+            TRANSACTION_MANAGER => match wire::parse_transaction_request(&message.body) {
+                Ok(request) => transaction(&mut tokens, &mut in_transaction, request),
+                Err(e) => {
+                    tokens.error(3_900, 1, 16, &format!("Malformed transaction request: {e}"));
+                    tokens.done(DONE_ERROR);
+                }
+            },
             // Attention: the client gave up on a request; acknowledge it (DONE_ATTN).
             ATTENTION => tokens.done(0x20),
             other => bail!("packet type {other} is not one the stand-in takes after sign-in"),
         }
         wire::write_message(&mut s, REPLY, &tokens.0, session.packet_size).await?;
+    }
+}
+
+fn transaction(
+    tokens: &mut Tokens,
+    open: &mut Option<(u64, bool)>,
+    request: wire::TransactionRequest,
+) {
+    use wire::TransactionRequest::{Begin, Commit, Other, Rollback};
+    match (request, *open) {
+        (Begin, None) => {
+            let descriptor = u64::from(rand::random::<u32>()) + 1;
+            *open = Some((descriptor, false));
+            tokens.transaction_began(descriptor);
+            tokens.done(0);
+        }
+        (Commit, Some((descriptor, _))) | (Rollback, Some((descriptor, false))) => {
+            *open = None;
+            tokens.transaction_ended(descriptor, matches!(request, Commit));
+            tokens.done(0);
+        }
+        (Rollback, Some((_, true))) => {
+            tokens.error(
+                40_014,
+                1,
+                16,
+                "The dbgrant SQL stand-in cannot roll back: it applied this transaction's statements as they ran (use autocommit).",
+            );
+            tokens.done(DONE_ERROR);
+        }
+        (Begin, Some(_)) | (Commit | Rollback, None) | (Other(_), _) => {
+            tokens.error(
+                3_902,
+                1,
+                16,
+                "The dbgrant SQL stand-in takes BEGIN, then COMMIT or ROLLBACK, one transaction at a time.",
+            );
+            tokens.done(DONE_ERROR);
+        }
     }
 }
 

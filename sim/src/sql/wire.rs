@@ -13,6 +13,7 @@ pub const SQL_BATCH: u8 = 1;
 pub const RPC: u8 = 3;
 pub const REPLY: u8 = 4;
 pub const ATTENTION: u8 = 6;
+pub const TRANSACTION_MANAGER: u8 = 14;
 pub const LOGIN7: u8 = 16;
 pub const PRELOGIN: u8 = 18;
 
@@ -258,6 +259,31 @@ fn after_all_headers(body: &[u8]) -> anyhow::Result<&[u8]> {
 /// A SQL batch's text.
 pub fn parse_batch(body: &[u8]) -> anyhow::Result<String> {
     Ok(utf16(after_all_headers(body)?))
+}
+
+/// A transaction manager request (MS-TDS 2.2.6.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionRequest {
+    /// TM_BEGIN_XACT.
+    Begin,
+    /// TM_COMMIT_XACT.
+    Commit,
+    /// TM_ROLLBACK_XACT.
+    Rollback,
+    /// Anything else (DTC, promote, save points).
+    Other(u16),
+}
+
+/// Parse a transaction manager request's type.
+pub fn parse_transaction_request(body: &[u8]) -> anyhow::Result<TransactionRequest> {
+    let rest = after_all_headers(body)?;
+    let ty = u16_at(rest, 0)? as u16;
+    Ok(match ty {
+        5 => TransactionRequest::Begin,
+        7 => TransactionRequest::Commit,
+        8 => TransactionRequest::Rollback,
+        other => TransactionRequest::Other(other),
+    })
 }
 
 /// A parameter value as the stand-in understands it.
@@ -523,6 +549,20 @@ impl Tokens {
         self.0.extend_from_slice(&ack);
         let size = packet_size.to_string();
         self.env_change_text(4, &size, &size);
+    }
+
+    /// ENVCHANGE: a transaction began, with this descriptor.
+    pub fn transaction_began(&mut self, descriptor: u64) {
+        let mut new = vec![8];
+        new.extend_from_slice(&descriptor.to_le_bytes());
+        self.env_change(8, &new, &[0]);
+    }
+
+    /// ENVCHANGE: the transaction with this descriptor was committed or rolled back.
+    pub fn transaction_ended(&mut self, descriptor: u64, committed: bool) {
+        let mut old = vec![8];
+        old.extend_from_slice(&descriptor.to_le_bytes());
+        self.env_change(if committed { 9 } else { 10 }, &[0], &old);
     }
 
     /// FEATUREEXTACK acknowledging FEDAUTH (no nonce was offered, so no data).
