@@ -168,6 +168,28 @@ fn every_batch_dbgrant_can_send_is_one_the_sql_stand_in_knows() {
     assert_eq!(seen, known);
 }
 
+/// Regression: the SID predicate was once prefixed with the alias (`p.SUBSTRING(sid, ...)`),
+/// which T-SQL reads as a user-defined function in schema `p`: every observation failed.
+#[test]
+fn aliases_qualify_columns_never_the_substring_function() {
+    let mut batches: Vec<Batch> = every_step("u", "r", "s").iter().map(render).collect();
+    batches.extend([observe("u", cid()), recorded_users()]);
+    for batch in batches {
+        for alias in ["p", "u", "r", "m", "s", "ep"] {
+            assert!(
+                !batch.text.contains(&format!("{alias}.SUBSTRING(")),
+                "{}",
+                batch.text
+            );
+        }
+    }
+    assert!(
+        observe("u", cid()).text.contains(
+            "WHERE SUBSTRING(p.sid, 1, 16) = CONVERT(varbinary(16), @P2) OR p.name = @P1;"
+        )
+    );
+}
+
 #[test]
 fn every_error_number_in_the_design_has_its_reason() {
     let table = [
