@@ -472,3 +472,28 @@ async fn a_server_that_never_answers_gives_a_bounded_timeout() {
         error.message
     );
 }
+
+#[tokio::test]
+async fn one_redirect_is_followed_and_a_second_refused() {
+    let f = Fixture::start().await;
+    let backend = f.backend();
+    // Azure's gateway sends the client to the node serving the database (here: back to the
+    // stand-in itself, where the next sign-in is answered normally).
+    f.server.redirect_next("localhost", f.server.port);
+    backend.prepare().await.expect("one redirect is followed");
+    assert_eq!(
+        f.server.sign_ins().len(),
+        2,
+        "signed in at the gateway, then at the node"
+    );
+
+    f.server.redirect_next("localhost", f.server.port);
+    f.server.redirect_next("localhost", f.server.port);
+    let error = f.backend().prepare().await.unwrap_err();
+    assert_eq!(error.reason, Reason::AzureUnavailable);
+    assert!(
+        error.message.contains("redirected twice"),
+        "{}",
+        error.message
+    );
+}

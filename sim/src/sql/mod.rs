@@ -84,6 +84,8 @@ struct Faults {
     silent: bool,
     /// Sign in, then never answer a statement.
     silent_statements: bool,
+    /// Sign-ins answered with a redirect there (Azure's "Redirect" connection policy).
+    redirects: VecDeque<(String, u16)>,
 }
 
 #[derive(Default)]
@@ -208,6 +210,15 @@ impl SqlServer {
     /// Accept connections and never answer (or answer again, with `false`).
     pub fn set_silent(&self, silent: bool) {
         self.state().faults.silent = silent;
+    }
+
+    /// Answer the next successful sign-in with a redirect to `host:port`, as Azure SQL's
+    /// gateway does under the "Redirect" connection policy; several calls queue several.
+    pub fn redirect_next(&self, host: &str, port: u16) {
+        self.state()
+            .faults
+            .redirects
+            .push_back((host.to_string(), port));
     }
 
     /// Sign clients in, then never answer their statements.

@@ -124,6 +124,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     tokens.signed_in(&session.database, packet_size);
     tokens.fed_auth_ack();
+    let redirect = shared.state().faults.redirects.pop_front();
+    if let Some((host, port)) = redirect {
+        // The client is to sign in again over there; this connection ends.
+        tokens.routing(&host, port);
+        tokens.done(0);
+        wire::write_message(&mut s, REPLY, &tokens.0, packet_size as usize).await?;
+        return Ok(());
+    }
     tokens.done(0);
     let session = Session {
         packet_size: packet_size as usize,

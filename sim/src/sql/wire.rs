@@ -565,6 +565,16 @@ impl Tokens {
         self.env_change(if committed { 9 } else { 10 }, &[0], &old);
     }
 
+    /// ENVCHANGE routing (type 20): reconnect to `host:port` over TCP.
+    pub fn routing(&mut self, host: &str, port: u16) {
+        let mut value = vec![0];
+        value.extend_from_slice(&port.to_le_bytes());
+        us_varchar(&mut value, host);
+        let mut new = (value.len() as u16).to_le_bytes().to_vec();
+        new.extend_from_slice(&value);
+        self.env_change(20, &new, &[0, 0]);
+    }
+
     /// FEATUREEXTACK acknowledging FEDAUTH (no nonce was offered, so no data).
     pub fn fed_auth_ack(&mut self) {
         self.0.extend_from_slice(&[0xAE, 0x02, 0, 0, 0, 0, 0xFF]);
