@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::catalogue::{Database, Permission, PrincipalType};
 use super::statements::{Creation, Dialect, PERMISSIONS, Shape};
-use super::wire::{Cell, Column, Value};
+use super::tokens::{Cell, Column};
+use super::wire::Value;
 
 /// A server error: number, state, class (severity) and message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! can be installed here (see the SQL design note), so this holds dbgrant's client to the
 //! wire protocol, the sign-in rules and the error numbers of the real one.
 //!
-//! - `wire`: TDS packets and tokens (TDS 8 strict: TLS first, ALPN `tds/8.0`);
+//! - `wire`, `tokens`: TDS packets, what clients send, and the tokens the server answers
+//!   with (TDS 8 strict: TLS first, ALPN `tds/8.0`);
 //! - `server`: the connection: PRELOGIN, LOGIN7 with a FEDAUTH token checked against
 //!   azure-sim's keys (audience `https://database.windows.net/`), then SQL batches and
 //!   `sp_executesql` RPCs;
@@ -18,6 +19,7 @@ mod catalogue;
 mod exec;
 mod server;
 pub mod statements;
+pub mod tokens;
 pub mod wire;
 
 use std::collections::VecDeque;

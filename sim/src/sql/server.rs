@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use super::exec::{Caller, ResultSet, SqlError, execute};
 use super::statements::{Kind, check_declarations, recognise};
+use super::tokens::{DONE_ERROR, DONE_MORE, Tokens};
 use super::wire::{
-    self, ATTENTION, DONE_ERROR, DONE_MORE, ENCRYPT_NOT_SUP, LOGIN7, Login, PRELOGIN, REPLY, RPC,
-    SP_EXECUTESQL, SQL_BATCH, TRANSACTION_MANAGER, Tokens, Value,
+    self, ATTENTION, ENCRYPT_NOT_SUP, LOGIN7, Login, PRELOGIN, REPLY, RPC, SP_EXECUTESQL,
+    SQL_BATCH, TRANSACTION_MANAGER, Value,
 };
 use super::{Executed, SignIn, State, TokenCheck};
 
