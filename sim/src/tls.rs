@@ -74,6 +74,14 @@ impl TlsMaterial {
         Arc::new(config)
     }
 
+    /// The server config offering only `protocol` by ALPN (TDS 8 strict's `tds/8.0`): a client
+    /// offering other protocols only is refused in the handshake, one offering none is served.
+    pub fn server_config_with_alpn(&self, protocol: &[u8]) -> Arc<rustls::ServerConfig> {
+        let mut config = (*self.server_config).clone();
+        config.alpn_protocols = vec![protocol.to_vec()];
+        Arc::new(config)
+    }
+
     /// A rustls client config trusting only this CA (for in-process Rust clients).
     pub fn client_config(&self) -> anyhow::Result<rustls::ClientConfig> {
         client_config(&self.ca_pem)

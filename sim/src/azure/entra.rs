@@ -129,6 +129,10 @@ fn audience(shared: &Shared, scope: &str) -> Option<String> {
         Some(COSMOS_AUDIENCE.to_string())
     } else if resource == crate::postgres::AUDIENCE {
         Some(crate::postgres::AUDIENCE.to_string())
+    } else if resource == crate::sql::AUDIENCE.trim_end_matches('/') {
+        // Entra names Azure SQL's resource by its app id URI, slash included, whether the
+        // scope was `https://database.windows.net/.default` or `...net//.default`.
+        Some(crate::sql::AUDIENCE.to_string())
     } else {
         None
     }

@@ -352,6 +352,18 @@ impl AzureSim {
         })
     }
 
+    /// A check of this simulator's access tokens for any of `audiences` (Azure SQL's tokens
+    /// are for `https://database.windows.net/`, with or without the slash).
+    pub fn verifier_for_any(&self, audiences: &[&str]) -> crate::postgres::TokenCheck {
+        let shared = self.shared.clone();
+        let audiences: Vec<String> = audiences.iter().map(|a| a.to_string()).collect();
+        Arc::new(move |token: &str| {
+            let issuer = format!("https://sts.windows.net/{}/", shared.tenant_id);
+            let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+            Ok(shared.key.verify(token, Some(&audiences), Some(&issuer))?)
+        })
+    }
+
     /// Sign `claims` with the simulator's Entra key (tests: expired or foreign tokens).
     ///
     /// # Errors

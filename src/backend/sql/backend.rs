@@ -6,7 +6,7 @@ use std::sync::Arc;
 use azure_core::credentials::Secret;
 use uuid::Uuid;
 
-use super::connect::{SqlClients, run};
+use super::connect::SqlClients;
 use super::plan::{
     Conflict, Creation, Desired, Dialect, Grantable, Observed, PermState, Plan, Principal, Record,
     plan_grant, plan_revoke,
@@ -108,12 +108,14 @@ impl SqlBackend {
             .clients
             .session(&self.target.server, self.target.port, database)
             .await?;
-        let sets = run(
-            session.client(),
-            "reading the identity's user",
-            &tsql::observe(user, client_id),
-        )
-        .await?;
+        let sets = self
+            .clients
+            .run(
+                session.client(),
+                "reading the identity's user",
+                &tsql::observe(user, client_id),
+            )
+            .await?;
         Ok(observed_from(&sets, user))
     }
 
@@ -127,8 +129,10 @@ impl SqlBackend {
             .session(&self.target.server, self.target.port, database)
             .await?;
         for step in &plan.steps {
-            if let Err(error) =
-                run(session.client(), &format!("{step:?}"), &tsql::render(step)).await
+            if let Err(error) = self
+                .clients
+                .run(session.client(), &format!("{step:?}"), &tsql::render(step))
+                .await
             {
                 session.discard();
                 return Err(error);
@@ -302,12 +306,14 @@ impl Backend for SqlBackend {
             .clients
             .session(&self.target.server, self.target.port, &database)
             .await?;
-        let sets = run(
-            session.client(),
-            "checking the operator's rights",
-            &tsql::preflight(),
-        )
-        .await?;
+        let sets = self
+            .clients
+            .run(
+                session.client(),
+                "checking the operator's rights",
+                &tsql::preflight(),
+            )
+            .await?;
         let row = sets.first().and_then(|s| s.first());
         let is_owner = row.and_then(|r| r.get::<i32, _>(0)) == Some(1);
         let alter_any_user = row.and_then(|r| r.get::<i32, _>(1)) == Some(1);
@@ -341,12 +347,14 @@ impl Backend for SqlBackend {
             names.push((Some("db_datareader".into()), None));
             names.push((Some("db_datawriter".into()), None));
             for (role, schema) in names {
-                let sets = run(
-                    session.client(),
-                    "checking a role or schema",
-                    &tsql::preflight_names(role.as_deref(), schema.as_deref()),
-                )
-                .await?;
+                let sets = self
+                    .clients
+                    .run(
+                        session.client(),
+                        "checking a role or schema",
+                        &tsql::preflight_names(role.as_deref(), schema.as_deref()),
+                    )
+                    .await?;
                 let row = sets.first().and_then(|s| s.first());
                 let flag = |i| row.and_then(|r| r.get::<i32, _>(i)) == Some(1);
                 if let Some(role) = &role {
@@ -381,12 +389,14 @@ impl Backend for SqlBackend {
             .clients
             .session(&self.target.server, self.target.port, database)
             .await?;
-        let sets = run(
-            session.client(),
-            "listing dbgrant's users",
-            &tsql::recorded_users(),
-        )
-        .await?;
+        let sets = self
+            .clients
+            .run(
+                session.client(),
+                "listing dbgrant's users",
+                &tsql::recorded_users(),
+            )
+            .await?;
         drop(session);
         let mut owned = Vec::new();
         for row in sets.first().into_iter().flatten() {
@@ -496,12 +506,14 @@ impl Backend for SqlBackend {
         };
         for grantable in &grantables {
             if let Grantable::Member(role) = grantable {
-                let sets = run(
-                    &mut client,
-                    "checking the workload's roles",
-                    &tsql::workload_membership(role),
-                )
-                .await?;
+                let sets = self
+                    .clients
+                    .run(
+                        &mut client,
+                        "checking the workload's roles",
+                        &tsql::workload_membership(role),
+                    )
+                    .await?;
                 if sets
                     .first()
                     .and_then(|s| s.first())

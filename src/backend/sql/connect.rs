@@ -42,6 +42,8 @@ type Key = (String, u16, String);
 pub struct SqlClients {
     token: Arc<dyn OperatorToken>,
     tls: TlsConnector,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
     idle: Mutex<HashMap<Key, Vec<(Instant, SqlClient)>>>,
     writes: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -54,9 +56,34 @@ impl SqlClients {
         Self {
             token,
             tls: TlsConnector::from(Arc::new(tls)),
+            connect_timeout: CONNECT_TIMEOUT,
+            statement_timeout: STATEMENT_TIMEOUT,
             idle: Mutex::default(),
             writes: Mutex::default(),
         }
+    }
+
+    /// The same clients with other bounds on connecting and on one batch (tests of a server
+    /// that never answers need not wait the production bounds out).
+    #[must_use]
+    pub fn with_timeouts(mut self, connect: Duration, statement: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.statement_timeout = statement;
+        self
+    }
+
+    /// Run `batch` on `client` within this pool's statement bound, returning every result
+    /// set.
+    ///
+    /// # Errors
+    /// As [`run_within`].
+    pub async fn run(
+        &self,
+        client: &mut SqlClient,
+        what: &str,
+        batch: &Batch,
+    ) -> Result<Vec<Vec<Row>>, BackendError> {
+        run_within(client, what, batch, self.statement_timeout).await
     }
 
     /// Clients that cannot connect (no credential): every call says so.
@@ -151,14 +178,13 @@ impl SqlClients {
                 Ok(client) => Ok(client),
             }
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, attempt)
-            .await
-            .map_err(|_| {
-                BackendError::new(
-                    Reason::AzureUnavailable,
-                    format!("{what}: no answer within {CONNECT_TIMEOUT:?}"),
-                )
-            })?
+        let limit = self.connect_timeout;
+        tokio::time::timeout(limit, attempt).await.map_err(|_| {
+            BackendError::new(
+                Reason::AzureUnavailable,
+                format!("{what}: no answer within {limit:?}"),
+            )
+        })?
     }
 
     async fn connect_once(
@@ -231,11 +257,12 @@ pub fn classify(what: &str, error: &tiberius::error::Error) -> BackendError {
 /// Run `batch`, returning every result set.
 ///
 /// # Errors
-/// The server's error, classified; `AzureUnavailable` after [`STATEMENT_TIMEOUT`].
-pub async fn run(
+/// The server's error, classified; `AzureUnavailable` after `limit`.
+pub async fn run_within(
     client: &mut SqlClient,
     what: &str,
     batch: &Batch,
+    limit: Duration,
 ) -> Result<Vec<Vec<Row>>, BackendError> {
     let params: Vec<&dyn tiberius::ToSql> = batch
         .params
@@ -252,12 +279,12 @@ pub async fn run(
             .into_results()
             .await
     };
-    tokio::time::timeout(STATEMENT_TIMEOUT, running)
+    tokio::time::timeout(limit, running)
         .await
         .map_err(|_| {
             BackendError::new(
                 Reason::AzureUnavailable,
-                format!("{what}: no answer within {STATEMENT_TIMEOUT:?}"),
+                format!("{what}: no answer within {limit:?}"),
             )
         })?
         .map_err(|e| classify(what, &e))

@@ -39,26 +39,33 @@ const SID_IS_P2: &str = "SUBSTRING(sid, 1, 16) = CONVERT(varbinary(16), @P2)";
 /// principals with the SID or the name (with dbgrant's record), the SID's direct role
 /// memberships, its schema permission rows. `@P1` the name, `@P2` the client id.
 pub fn observe(user: &str, client_id: Uuid) -> Batch {
+    let (p_sid, u_sid) = (sid_is_p2_on("p"), sid_is_p2_on("u"));
     let text = format!(
         "SET NOCOUNT ON;\n\
          SELECT p.name, CONVERT(uniqueidentifier, SUBSTRING(p.sid, 1, 16)) AS entra_id, \
-         CONVERT(nvarchar(4000), ep.value) AS record, CASE WHEN p.{SID_IS_P2} THEN 1 ELSE 0 END AS by_sid\n\
+         CONVERT(nvarchar(4000), ep.value) AS record, CASE WHEN {p_sid} THEN 1 ELSE 0 END AS by_sid\n\
          FROM sys.database_principals p\n\
          LEFT JOIN sys.extended_properties ep ON ep.class = 4 AND ep.major_id = p.principal_id AND ep.name = N'dbgrant'\n\
-         WHERE p.{SID_IS_P2} OR p.name = @P1;\n\
+         WHERE {p_sid} OR p.name = @P1;\n\
          SELECT r.name FROM sys.database_role_members m\n\
          JOIN sys.database_principals r ON r.principal_id = m.role_principal_id\n\
          JOIN sys.database_principals u ON u.principal_id = m.member_principal_id\n\
-         WHERE u.{SID_IS_P2} AND u.type IN ('E', 'X');\n\
+         WHERE {u_sid} AND u.type IN ('E', 'X');\n\
          SELECT s.name, p.permission_name, p.state FROM sys.database_permissions p\n\
          JOIN sys.schemas s ON s.schema_id = p.major_id\n\
          JOIN sys.database_principals u ON u.principal_id = p.grantee_principal_id\n\
-         WHERE p.class = 3 AND u.{SID_IS_P2} AND u.type IN ('E', 'X');"
+         WHERE p.class = 3 AND {u_sid} AND u.type IN ('E', 'X');"
     );
     Batch {
         text,
         params: vec![Param::Text(user.to_string()), Param::Guid(client_id)],
     }
+}
+
+/// [`SID_IS_P2`] on the principal aliased `alias`: the alias qualifies the column inside the
+/// call (`p.SUBSTRING(sid, ...)` would name a function `SUBSTRING` in a schema `p`).
+fn sid_is_p2_on(alias: &str) -> String {
+    format!("SUBSTRING({alias}.sid, 1, 16) = CONVERT(varbinary(16), @P2)")
 }
 
 /// Every user carrying a dbgrant record: name, SID as GUID, record.

@@ -132,6 +132,64 @@ fn grants_never_replace_a_deny_and_revokes_never_lift_one() {
     assert!(revoke.contains("IF EXISTS") && revoke.contains("p.state IN ('G')"));
 }
 
+/// dbgrant-sim's SQL stand-in keeps its own copies of these batches (it cannot depend on
+/// dbgrant): every batch dbgrant can send must be one it knows, with parameters of the types
+/// it expects, or the transport and end-to-end tests would test another text.
+#[test]
+fn every_batch_dbgrant_can_send_is_one_the_sql_stand_in_knows() {
+    use dbgrant_sim::sql::statements::{Kind, Shape, recognise};
+    let mut batches: Vec<Batch> = every_step("u", "r", "s").iter().map(render).collect();
+    batches.extend([
+        observe("u", cid()),
+        recorded_users(),
+        preflight(),
+        preflight_names(Some("r"), None),
+        preflight_names(None, Some("s")),
+        workload_membership("r"),
+    ]);
+    let mut seen = std::collections::BTreeSet::new();
+    for batch in &batches {
+        let shape = recognise(&batch.text)
+            .unwrap_or_else(|| panic!("the stand-in does not know this batch:\n{}", batch.text));
+        let kinds: Vec<Kind> = batch
+            .params
+            .iter()
+            .map(|p| match p {
+                Param::Text(_) => Kind::Text,
+                Param::Guid(_) => Kind::Guid,
+            })
+            .collect();
+        assert_eq!(kinds, shape.params(), "parameters of {shape:?}");
+        seen.insert(format!("{shape:?}"));
+    }
+    // And the other way: the stand-in knows nothing dbgrant does not send.
+    let known: std::collections::BTreeSet<String> =
+        Shape::all().iter().map(|s| format!("{s:?}")).collect();
+    assert_eq!(seen, known);
+}
+
+/// Regression: the SID predicate was once prefixed with the alias (`p.SUBSTRING(sid, ...)`),
+/// which T-SQL reads as a user-defined function in schema `p`: every observation failed.
+#[test]
+fn aliases_qualify_columns_never_the_substring_function() {
+    let mut batches: Vec<Batch> = every_step("u", "r", "s").iter().map(render).collect();
+    batches.extend([observe("u", cid()), recorded_users()]);
+    for batch in batches {
+        for alias in ["p", "u", "r", "m", "s", "ep"] {
+            assert!(
+                !batch.text.contains(&format!("{alias}.SUBSTRING(")),
+                "{}",
+                batch.text
+            );
+        }
+    }
+    assert!(
+        observe("u", cid()).text.contains(
+            "WHERE SUBSTRING(p.sid, 1, 16) = CONVERT(varbinary(16), @P2) OR p.name = @P1;"
+        )
+    );
+}
+
 #[test]
 fn every_error_number_in_the_design_has_its_reason() {
     let table = [
