@@ -24,6 +24,7 @@ pub mod lro_timing;
 pub mod models;
 pub mod pipeline;
 pub mod postgres;
+pub mod throttle_gate;
 
 pub use cloud::Cloud;
 pub use config::{AzureArgs, AzureConfig};

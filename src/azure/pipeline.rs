@@ -150,6 +150,21 @@ impl Reply {
             .get_optional_str(&HeaderName::from_static(name))
     }
 
+    /// Whether ARM said the subscription's bucket for `method` is empty
+    /// (`x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}: 0`).
+    pub fn bucket_empty(&self, method: Method) -> bool {
+        let header = match super::throttle_gate::Bucket::of(method) {
+            super::throttle_gate::Bucket::Reads => "x-ms-ratelimit-remaining-subscription-reads",
+            super::throttle_gate::Bucket::Writes => "x-ms-ratelimit-remaining-subscription-writes",
+            super::throttle_gate::Bucket::Deletes => {
+                "x-ms-ratelimit-remaining-subscription-deletes"
+            }
+        };
+        self.header(header)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            == Some(0)
+    }
+
     /// `Retry-After` (or `x-ms-retry-after-ms`), if Azure sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         if let Some(ms) = self
@@ -177,6 +192,8 @@ pub struct Http {
     /// Timing settings.
     pub timing: Timing,
     metrics: Option<Metrics>,
+    /// Holds requests back from a bucket ARM said is empty (shared by clones).
+    gate: std::sync::Arc<super::throttle_gate::ThrottleGate>,
 }
 
 impl Http {
@@ -186,6 +203,7 @@ impl Http {
             pipeline,
             timing,
             metrics,
+            gate: std::sync::Arc::default(),
         }
     }
 
@@ -196,15 +214,40 @@ impl Http {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if let Some(wait) = self.gate.wait_for(call.method, &call.url) {
+                // Azure said this bucket is empty until then: sending now would only be refused.
+                if wait > self.timing.max_inline_wait {
+                    return Err(BackendError {
+                        retry_after: Some(wait),
+                        ..BackendError::new(
+                            Reason::AzureThrottled,
+                            format!(
+                                "{}: Azure is throttling this subscription's requests; retrying",
+                                call.what
+                            ),
+                        )
+                    });
+                }
+                tokio::time::sleep(wait).await;
+            }
             let outcome = tokio::time::timeout(self.timing.request_timeout, self.once(call)).await;
             let failure = match outcome {
                 Ok(Ok(reply)) => {
                     self.count(call.operation, result_label(reply.status));
+                    if reply.status != 429 && reply.bucket_empty(call.method) {
+                        // The next request of this kind would be refused: let the bucket
+                        // refill first (ARM's refill at least one token a second).
+                        self.gate
+                            .refused(call.method, &call.url, Duration::from_secs(1));
+                    }
                     let retryable = reply.status == 429 || matches!(reply.status, 500 | 502..=504);
                     if !retryable || attempt >= self.timing.max_attempts {
                         return Ok(reply);
                     }
                     let wait = reply.retry_after().unwrap_or_else(|| self.backoff(attempt));
+                    if reply.status == 429 {
+                        self.gate.refused(call.method, &call.url, wait);
+                    }
                     if wait > self.timing.max_inline_wait {
                         return Ok(reply);
                     }
@@ -386,6 +429,28 @@ mod tests {
         let err = tls_config(Some("not a pem")).expect_err("must fail");
         assert!(err.to_string().contains("no PEM certificate"), "{err:#}");
         assert!(tls_config(None).is_ok());
+    }
+
+    #[test]
+    fn an_empty_bucket_is_read_from_the_header_of_the_requests_kind() {
+        let reply = |name: &'static str, value: &str| {
+            let mut headers = azure_core::http::headers::Headers::new();
+            headers.insert(HeaderName::from_static(name), value.to_string());
+            Reply {
+                status: 200,
+                headers,
+                body: Vec::new(),
+            }
+        };
+        let writes = "x-ms-ratelimit-remaining-subscription-writes";
+        assert!(reply(writes, "0").bucket_empty(Method::Put));
+        assert!(!reply(writes, "0").bucket_empty(Method::Get), "another bucket");
+        assert!(!reply(writes, "3").bucket_empty(Method::Put));
+        assert!(!reply(writes, "none").bucket_empty(Method::Put));
+        let deletes = "x-ms-ratelimit-remaining-subscription-deletes";
+        assert!(reply(deletes, "0").bucket_empty(Method::Delete));
+        let reads = "x-ms-ratelimit-remaining-subscription-reads";
+        assert!(reply(reads, " 0 ").bucket_empty(Method::Get));
     }
 
     #[test]
