@@ -444,7 +444,10 @@ mod tests {
         };
         let writes = "x-ms-ratelimit-remaining-subscription-writes";
         assert!(reply(writes, "0").bucket_empty(Method::Put));
-        assert!(!reply(writes, "0").bucket_empty(Method::Get), "another bucket");
+        assert!(
+            !reply(writes, "0").bucket_empty(Method::Get),
+            "another bucket"
+        );
         assert!(!reply(writes, "3").bucket_empty(Method::Put));
         assert!(!reply(writes, "none").bucket_empty(Method::Put));
         let deletes = "x-ms-ratelimit-remaining-subscription-deletes";

@@ -40,6 +40,9 @@ where
         let (tx, synced) = watch::channel(false);
         let events = watcher(api, config)
             .default_backoff()
+            // Nothing of ours reads managedFields, and at thousands of objects they are most
+            // of the cache's memory.
+            .modify(|object| object.meta_mut().managed_fields = None)
             .reflect(writer)
             .for_each(move |event| {
                 if let Ok(watcher::Event::InitDone) = event {

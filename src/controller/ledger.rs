@@ -33,13 +33,32 @@ struct Entry {
 
 /// Per-grant records; see the module documentation.
 #[derive(Default)]
-pub struct Ledger(Mutex<HashMap<GrantKey, Entry>>);
+pub struct Ledger(
+    Mutex<HashMap<GrantKey, Entry>>,
+    /// When the ledger was last seeded from the whole grant cache.
+    Mutex<Option<tokio::time::Instant>>,
+);
 
 impl Ledger {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<GrantKey, Entry>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a seeding from the whole grant cache is due (none yet, or the last one is
+    /// `every` old); if so, it counts as done from now.
+    pub fn seed_due(&self, every: std::time::Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self
+            .1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// What `key` holds, seeding it from `recorded` (its status) when first seen.
@@ -71,9 +90,27 @@ impl Ledger {
         let mut map = self.map();
         let entry = map.entry(key.clone()).or_default();
         entry.wants = Some(wants.clone());
+        // Only records this grant might release need the others' view: usually there is none
+        // (it holds nothing, or only what it asks for), and at thousands of grants copying
+        // every other grant's records on each decision was most of the operator's CPU.
+        let releasing: Vec<&String> = held
+            .iter()
+            .filter(|id| wants.as_ref().is_none_or(|w| &w.id != *id))
+            .collect();
+        if releasing.is_empty() {
+            return settle(held, wants.as_ref(), identity_known, &[]);
+        }
+        let concerns = |e: &Entry| {
+            releasing.iter().any(|id| {
+                e.held.contains(*id)
+                    || e.wants
+                        .as_ref()
+                        .is_some_and(|w| w.as_ref().is_some_and(|h| &h.id == *id))
+            })
+        };
         let others: Vec<Other> = map
             .iter()
-            .filter(|(other, _)| *other != key)
+            .filter(|(other, e)| *other != key && concerns(e))
             .map(|(_, e)| Other {
                 wants: e.wants.as_ref().map(|w| w.as_ref().map(|h| h.id.clone())),
                 held: e.held.clone(),

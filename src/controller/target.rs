@@ -158,7 +158,14 @@ async fn repair_drift(
     ctx: &Context,
 ) -> Result<(), BackendError> {
     let store = backend.store();
-    let grants = ctx.grants.state();
+    // This target's live grants by key: one pass over the cache, not one per holding.
+    let grants: std::collections::HashMap<_, _> = ctx
+        .grants
+        .state()
+        .into_iter()
+        .filter(|g| g.spec.target == name && g.metadata.deletion_timestamp.is_none())
+        .map(|g| (ObjectRef::from_obj(g.as_ref()).erase(), g))
+        .collect();
     let expected: Vec<(Arc<crate::api::DatabaseAccessGrant>, Holding)> = ctx
         .ledger
         .wanted()
@@ -168,14 +175,7 @@ async fn repair_drift(
                 .store_of(&h.id)
                 .is_some_and(|s| same_store(&s, &store))
         })
-        .filter_map(|(key, holding)| {
-            let grant = grants.iter().find(|g| {
-                ObjectRef::from_obj(g.as_ref()).erase() == key
-                    && g.spec.target == name
-                    && g.metadata.deletion_timestamp.is_none()
-            })?;
-            Some((grant.clone(), holding))
-        })
+        .filter_map(|(key, holding)| Some((grants.get(&key)?.clone(), holding)))
         .collect();
     if expected.is_empty() {
         return Ok(());

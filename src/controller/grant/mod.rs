@@ -39,6 +39,9 @@ const CONTROLLER: &str = "grant";
 /// Finalizer that guards revocation.
 pub const FINALIZER: &str = "dbgrant.io/revoke-access";
 
+/// How often the ledger is seeded from, and pruned to, the whole grant cache.
+const SEED_EVERY: Duration = Duration::from_secs(1);
+
 /// How soon to look again when the store is busy with another write of ours.
 const BUSY_RETRY: Duration = Duration::from_secs(2);
 
@@ -112,6 +115,11 @@ async fn targets_listed(ctx: &Context) -> Result<()> {
 /// Make sure the ledger knows every grant in the cache (after a start, each one's status
 /// records what it holds until it has decided again), and forgets those gone.
 pub(crate) fn seed_ledger(ctx: &Context) {
+    // Once a second is enough: each pass seeds its own grant anyway, and a full pass over
+    // thousands of grants on every pass was quadratic work.
+    if !ctx.ledger.seed_due(SEED_EVERY) {
+        return;
+    }
     let grants = ctx.grants.state();
     let live: HashSet<GrantKey> = grants.iter().map(|g| key_of(g)).collect();
     for grant in &grants {
