@@ -1,6 +1,7 @@
 //! The README's main command: the sandbox installs the operator from its chart, runs it as the
 //! chart's ServiceAccount under the chart's RBAC, and brings every example grant to Ready
-//! within a minute (the PostgreSQL one too, and psql signs in with its token Secret); `sandbox identity create` lets a user's own grant go Ready too; an operator
+//! within a minute (the PostgreSQL one too, and psql signs in with its token Secret; the Azure
+//! SQL one, and mssql-python signs in with its token Secret); `sandbox identity create` lets a user's own grant go Ready too; an operator
 //! whose RBAC is short fails there as it would in a cluster.
 
 use std::path::PathBuf;
