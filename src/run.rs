@@ -193,9 +193,10 @@ pub async fn backends_for(
         .await
         .context("building the Azure client")?;
     let servers = crate::azure::postgres::AzureFlexibleServers::new(cosmos.arm().clone());
+    let sql_servers = crate::azure::sql::AzureSqlServers::new(cosmos.arm().clone());
     let mut backends = Backends::from_one(Arc::new(cosmos));
     backends.postgres = Arc::new(postgres.with_servers(Arc::new(servers)));
-    backends.sql = Arc::new(sql_clients(&config_for_sql)?);
+    backends.sql = Arc::new(sql_clients(&config_for_sql)?.with_servers(Arc::new(sql_servers)));
     Ok(backends)
 }
 

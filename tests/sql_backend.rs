@@ -497,3 +497,235 @@ async fn one_redirect_is_followed_and_a_second_refused() {
         error.message
     );
 }
+
+/// A backend on `server_id`, reading its Entra admin through `servers`, as the fixture's
+/// operator (whose token names no admin: a contained user, or nobody, in the stand-in).
+fn backend_on_server(
+    f: &Fixture,
+    operator: Uuid,
+    server_id: &str,
+    servers: Arc<dyn dbgrant::backend::sql::admins::SqlServers>,
+) -> SqlBackend {
+    let token = f.issuer.token(operator, AUDIENCE, 600);
+    let tls = dbgrant_sim::tls::client_config(&f.server.ca_pem).unwrap();
+    let clients = SqlClients::new(Arc::new(Fixed(token)), tls)
+        .with_timeouts(Duration::from_secs(2), Duration::from_secs(2))
+        .with_servers(servers);
+    let target: SqlTarget = serde_json::from_value(json!({
+        "kind": "AzureSqlDatabase", "server": "localhost", "port": f.server.port,
+        "database": DATABASE, "serverResourceId": server_id,
+    }))
+    .unwrap();
+    SqlBackend::new("sql-target", target, Arc::new(clients))
+}
+
+#[tokio::test]
+async fn the_arm_check_comes_before_any_sign_in_and_its_fix_is_named() {
+    use dbgrant::backend::sql::admins::InMemorySqlServers;
+    let f = Fixture::start().await;
+    let server = "/subscriptions/6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10/resourceGroups/shop/providers/Microsoft.Sql/servers/shop-sql";
+    let servers = Arc::new(InMemorySqlServers::default());
+    // Neither the server's Entra admin nor a user in the database: the sign-in is refused,
+    // and the refusal names the command that makes the operator the admin.
+    servers.set(server, None);
+    let stranger = Uuid::new_v4();
+    let error = backend_on_server(&f, stranger, server, servers.clone())
+        .prepare()
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason, Reason::TargetNotPrepared, "{error}");
+    assert_eq!(error.code.as_deref(), Some("18456"), "{error}");
+    assert!(
+        error
+            .message
+            .contains("SQL server shop-sql has no Microsoft Entra admin"),
+        "{error}"
+    );
+    assert!(
+        error.message.contains(
+            "az sql server ad-admin create --resource-group shop --server-name shop-sql --display-name dbgrant-operator --object-id "
+        ),
+        "{error}"
+    );
+    assert_eq!(servers.calls(), 1);
+
+    // A server ARM does not know: reported before any sign-in.
+    let sign_ins = f.server.sign_ins().len();
+    let missing = server.replace("shop-sql", "shop-gone");
+    let error = backend_on_server(&f, stranger, &missing, servers.clone())
+        .prepare()
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason, Reason::TargetNotPrepared, "{error}");
+    assert!(error.message.contains("does not exist"), "{error}");
+    assert_eq!(f.server.sign_ins().len(), sign_ins, "no sign-in was tried");
+
+    // Not the admin, but a contained user in db_owner: the T-SQL rights suffice.
+    f.server.with_database(DATABASE, |db| {
+        let id = db.add_principal(
+            "dbgrant-operator",
+            PrincipalType::EntraUser,
+            Some(stranger.to_bytes_le().to_vec()),
+            None,
+        );
+        db.members.insert((16384, id));
+    });
+    backend_on_server(&f, stranger, server, servers.clone())
+        .prepare()
+        .await
+        .expect("db_owner in the database is enough without being the Entra admin");
+
+    // A managed instance's fix is its own command.
+    let mi = server.replace("servers/shop-sql", "managedInstances/shop-mi");
+    servers.set(&mi, None);
+    let other = Uuid::new_v4();
+    let error = backend_on_server(&f, other, &mi, servers)
+        .prepare()
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .message
+            .contains("az sql mi ad-admin create --resource-group shop --managed-instance shop-mi"),
+        "{error}"
+    );
+}
+
+/// The operator's Azure SQL clients as `dbgrant run` builds them (its credential, the ARM
+/// client reading servers' admins, TLS trusting azure-sim's and the stand-in's CAs), for
+/// `operator` of `azure`.
+async fn run_wired_clients(
+    azure: &dbgrant_sim::azure::AzureSim,
+    operator: &dbgrant_sim::azure::ServicePrincipal,
+    sql_ca: &str,
+) -> Arc<SqlClients> {
+    let config = dbgrant::azure::AzureConfig::custom(
+        azure.authority_host().parse().unwrap(),
+        azure.arm_endpoint().parse().unwrap(),
+        Some(format!("{}\n{sql_ca}", azure.ca_pem())),
+        azure.tenant_id(),
+        dbgrant::azure::OperatorCredential::ClientSecret {
+            client_id: operator.client_id.clone(),
+            client_secret: operator.client_secret.clone(),
+        },
+    );
+    dbgrant::backends_for(config, None).await.unwrap().sql
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepare_reads_the_servers_entra_admin_in_arm_through_the_real_client() {
+    use dbgrant_sim::azure::{AzureSim, AzureSimConfig, ControlPlaneRole};
+    let azure = AzureSim::start(AzureSimConfig::default()).await.unwrap();
+    let server = SqlServer::start(azure.verifier_for_any(&AUDIENCES))
+        .await
+        .unwrap();
+    server.create_database(DATABASE);
+    let operator = azure.create_service_principal("dbgrant-operator");
+    let clients = run_wired_clients(&azure, &operator, &server.ca_pem).await;
+    let subscription = Uuid::new_v4().to_string();
+    let server_id =
+        azure.create_sql_server(&subscription, "shop", "Microsoft.Sql/servers", "shop-sql");
+    azure.assign_control_plane_role(&operator.principal_id, &server_id, ControlPlaneRole::Reader);
+    let backend = |id: &str| {
+        let target: SqlTarget = serde_json::from_value(json!({
+            "kind": "AzureSqlDatabase", "server": "localhost", "port": server.port,
+            "database": DATABASE, "serverResourceId": id,
+        }))
+        .unwrap();
+        SqlBackend::new("sql-target", target, clients.clone())
+    };
+
+    // No admin in ARM nor in the engine: the command names the operator's object id.
+    let error = backend(&server_id).prepare().await.unwrap_err();
+    assert_eq!(error.reason, Reason::TargetNotPrepared, "{error}");
+    assert!(
+        error.message.contains(&format!(
+            "az sql server ad-admin create --resource-group shop --server-name shop-sql --display-name dbgrant-operator --object-id {}",
+            operator.principal_id
+        )),
+        "{error}"
+    );
+
+    // Someone else is the admin in ARM: named, with the same fix.
+    azure
+        .set_sql_admin(&server_id, "alice@contoso.com", &Uuid::new_v4().to_string())
+        .unwrap();
+    let error = backend(&server_id).prepare().await.unwrap_err();
+    assert!(error.message.contains("is alice@contoso.com"), "{error}");
+
+    // The operator made the admin, as `az sql server ad-admin create` does on both sides:
+    // ARM names its object id, the engine knows it by its client id.
+    azure
+        .set_sql_admin(&server_id, "dbgrant-operator", &operator.principal_id)
+        .unwrap();
+    server.set_entra_admin(
+        "dbgrant-operator",
+        Uuid::parse_str(&operator.client_id).unwrap(),
+    );
+    backend(&server_id)
+        .prepare()
+        .await
+        .expect("the admin may prepare");
+
+    // A server ARM does not know.
+    let gone = server_id.replace("shop-sql", "shop-gone");
+    azure.assign_control_plane_role(&operator.principal_id, &gone, ControlPlaneRole::Reader);
+    let sign_ins = server.sign_ins().len();
+    let error = backend(&gone).prepare().await.unwrap_err();
+    assert_eq!(error.reason, Reason::TargetNotPrepared, "{error}");
+    assert!(
+        error.message.contains("SQL server") && error.message.contains("does not exist"),
+        "{error}"
+    );
+    assert_eq!(server.sign_ins().len(), sign_ins, "no sign-in was tried");
+
+    // A server the operator may not read: ARM's 403, naming the right it lacks.
+    let elsewhere = azure.create_sql_server(
+        &Uuid::new_v4().to_string(),
+        "other",
+        "Microsoft.Sql/servers",
+        "other-sql",
+    );
+    let error = backend(&elsewhere).prepare().await.unwrap_err();
+    assert_eq!(error.reason, Reason::AzureForbidden, "{error}");
+    assert!(
+        error
+            .message
+            .contains("Microsoft.Sql/servers/administrators/read"),
+        "{error}"
+    );
+
+    // A managed instance and a Synapse workspace are read the same way (the workspace's one
+    // administrator, and its absence told from a missing workspace).
+    for (kind, name) in [
+        ("Microsoft.Sql/managedInstances", "shop-mi"),
+        ("Microsoft.Synapse/workspaces", "shop-ws"),
+    ] {
+        let id = azure.create_sql_server(&subscription, "shop", kind, name);
+        azure.assign_control_plane_role(&operator.principal_id, &id, ControlPlaneRole::Reader);
+        let servers = clients.servers();
+        assert_eq!(
+            servers.entra_admin(&id).await.unwrap(),
+            dbgrant::backend::sql::admins::ServerAdmin::NotSet,
+            "{kind}"
+        );
+        azure
+            .set_sql_admin(&id, "dbgrant-operator", &operator.principal_id)
+            .unwrap();
+        let dbgrant::backend::sql::admins::ServerAdmin::Set(admin) =
+            servers.entra_admin(&id).await.unwrap()
+        else {
+            panic!("{kind}: no admin read back");
+        };
+        assert_eq!(admin.sid, operator.principal_id, "{kind}");
+        assert_eq!(admin.tenant_id, azure.tenant_id(), "{kind}");
+        assert_eq!(admin.azure_ad_only, Some(true), "{kind}");
+        let gone = id.replace(name, "gone");
+        azure.assign_control_plane_role(&operator.principal_id, &gone, ControlPlaneRole::Reader);
+        assert_eq!(
+            servers.entra_admin(&gone).await.unwrap(),
+            dbgrant::backend::sql::admins::ServerAdmin::ServerNotFound,
+            "{kind}"
+        );
+    }
+}

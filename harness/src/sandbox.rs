@@ -8,6 +8,7 @@ mod identity;
 mod install;
 mod pod;
 mod postgres;
+mod sql;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use install::{
 };
 pub use pod::{EXCHANGE_AUDIENCE, OperatorPod};
 pub use postgres::SandboxPostgres;
+pub use sql::SandboxSql;
 
 /// How to run the sandbox.
 #[derive(Clone, Debug)]
@@ -73,6 +75,11 @@ pub struct Sandbox {
     /// What became of the examples' PostgreSQL target when it is not served as named (no
     /// PostgreSQL installed, or its port taken).
     pub postgres_note: Option<String>,
+    /// The T-SQL stand-in serving the examples' SQL target, when there is one.
+    pub sql: Option<SandboxSql>,
+    /// What became of the examples' SQL target when it is not served as named (its port
+    /// taken).
+    pub sql_note: Option<String>,
     tokens: TokenRotation,
 }
 
@@ -183,6 +190,23 @@ impl Sandbox {
                 (None, Some(note))
             }
         };
+        let sql = sql::start(
+            &azure,
+            &mut manifests,
+            state_dir,
+            &operator_identity,
+            &operator_principal,
+        )
+        .await
+        .context("starting the T-SQL stand-in")?;
+        let sql_note = sql.as_ref().and_then(|s| {
+            s.moved_from.map(|port| {
+                format!(
+                    "port {port} was taken: SQL target {} is served on {} instead",
+                    s.target, s.server.port
+                )
+            })
+        });
         let mut state = serde_json::to_value(azure.state())?;
         // What `sandbox identity create` needs beyond the simulator's own state.
         state["oidcIssuer"] = Value::from(issuer.clone());
@@ -200,10 +224,13 @@ impl Sandbox {
         if let Some(pg) = &postgres {
             bundle = format!("{bundle}\n{}", pg.front.ca_pem);
         }
+        if let Some(sql) = &sql {
+            bundle = format!("{bundle}\n{}", sql.server.ca_pem);
+        }
         dbgrant_sim::write_atomically(&trusted_ca, &bundle)?;
 
         let settings = install::InstallSettings {
-            client_id: operator_identity,
+            client_id: operator_identity.clone(),
             tenant_id: azure.tenant_id(),
             authority_host: azure.authority_host(),
             arm_endpoint: azure.arm_endpoint(),
@@ -270,6 +297,8 @@ impl Sandbox {
             examples,
             postgres,
             postgres_note,
+            sql,
+            sql_note,
             tokens,
         })
     }

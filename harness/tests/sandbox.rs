@@ -1,6 +1,7 @@
 //! The README's main command: the sandbox installs the operator from its chart, runs it as the
 //! chart's ServiceAccount under the chart's RBAC, and brings every example grant to Ready
-//! within a minute (the PostgreSQL one too, and psql signs in with its token Secret); `sandbox identity create` lets a user's own grant go Ready too; an operator
+//! within a minute (the PostgreSQL one too, and psql signs in with its token Secret; the Azure
+//! SQL one, and mssql-python signs in with its token Secret); `sandbox identity create` lets a user's own grant go Ready too; an operator
 //! whose RBAC is short fails there as it would in a cluster.
 
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use dbgrant::api::DatabaseAccessGrant;
 use dbgrant_harness::operator::OperatorOptions;
 use dbgrant_harness::sandbox::{
-    Install, NAMESPACE, SERVICE_ACCOUNT, Sandbox, SandboxOptions, SandboxPostgres,
+    Install, NAMESPACE, SERVICE_ACCOUNT, Sandbox, SandboxOptions, SandboxPostgres, SandboxSql,
     default_examples_dir, deploy_manifest, is_ready,
 };
 use k8s_openapi::api::core::v1::Secret;
@@ -81,6 +82,20 @@ async fn every_example_grant_becomes_ready_within_a_minute() {
         assert_eq!(postgres_grants, 0);
     }
     assert!(grants.values().all(is_ready));
+    // The SQL example is served by the T-SQL stand-in whatever else is installed.
+    let sql = sandbox
+        .sql
+        .as_ref()
+        .expect("the sandbox serves its SQL target");
+    assert_eq!(sql.target, "sql-demo");
+    assert_eq!(
+        grants
+            .values()
+            .filter(|g| g.spec.target == "sql-demo")
+            .count(),
+        1,
+        "the SQL example is among them"
+    );
     // The operator ran as the chart's pod: its ServiceAccount, under the chart's ClusterRole,
     // with Azure through workload identity (no client secret anywhere in its settings).
     assert_eq!(sandbox.pod.namespace, NAMESPACE);
@@ -144,7 +159,103 @@ async fn every_example_grant_becomes_ready_within_a_minute() {
     if let Some(pg) = &sandbox.postgres {
         readme_psql_connects_as_the_workload(&sandbox, pg).await;
     }
+    readme_mssql_python_connects_as_the_workload(&sandbox, sql).await;
     sandbox.stop().await.unwrap();
+}
+
+/// A key of a token Secret of the shop namespace, once written (Ready does not wait for it).
+async fn secret_value(sandbox: &Sandbox, secret: &str, key: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(sandbox.client.clone(), "shop");
+    for _ in 0..100 {
+        if let Some(found) = secrets.get_opt(secret).await.unwrap()
+            && let Some(value) = found.data.as_ref().and_then(|d| d.get(key))
+        {
+            return String::from_utf8(value.0.clone()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the Secret {secret} has no {key} key");
+}
+
+/// The README's Azure SQL snippet, word for word: Microsoft's mssql-python signs in with the
+/// token Secret's `token` (an Entra access token; no password) over TDS 8 strict and asks who
+/// it is there. The stand-in answers only the statements dbgrant sends, so the snippet asks
+/// with the operator's rights check (a plain batch; the driver sends parameterised statements
+/// with sp_prepexec, which the stand-in does not take).
+const README_MSSQL_SNIPPET: &str = r#"
+import os, struct, mssql_python
+
+token = os.environ["SQL_TOKEN"].encode("utf-16-le")
+connection = mssql_python.connect(
+    f"Server=tcp:localhost,{os.environ.get('SQL_PORT', '11433')};Database=shop;"
+    "Encrypt=strict;HostNameInCertificate=localhost",
+    attrs_before={1256: struct.pack("<I", len(token)) + token},  # SQL_COPT_SS_ACCESS_TOKEN
+    autocommit=True,
+)
+cursor = connection.cursor()
+cursor.execute(
+    "SET NOCOUNT ON;\nSELECT CONVERT(int, ISNULL(IS_ROLEMEMBER(N'db_owner'), 0)) AS is_owner, "
+    "CONVERT(int, ISNULL(HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'ALTER ANY USER'), 0)) AS alter_any_user, "
+    "CONVERT(nvarchar(256), SUSER_SNAME()) AS login_name, CONVERT(nvarchar(256), DB_NAME()) AS database_name;"
+)
+print(*cursor.fetchone())
+"#;
+
+/// The README's Azure SQL walkthrough, with Microsoft's driver (mssql-python, from
+/// `DBGRANT_PYTHON`; said and skipped without it, failed with `CI=true`).
+async fn readme_mssql_python_connects_as_the_workload(sandbox: &Sandbox, sql: &SandboxSql) {
+    let python = std::env::var("DBGRANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let usable = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import ctypes, mssql_python; ctypes.CDLL('libltdl.so.7')",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !usable {
+        dbgrant_sim::prerequisite_missing(&format!(
+            "the sandbox's mssql-python walkthrough: {python} cannot import mssql_python (scripts/test installs it into its venv)"
+        ));
+        return;
+    }
+    let token = secret_value(sandbox, "orders-sql-token", "token").await;
+    let scope = secret_value(sandbox, "orders-sql-token", "scope").await;
+    assert_eq!(scope, "https://database.windows.net/.default");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(&python)
+            .args(["-c", README_MSSQL_SNIPPET])
+            .env("SQL_TOKEN", &token)
+            .env("SQL_PORT", sql.server.port.to_string())
+            .env("SSL_CERT_FILE", &sql.ca_file)
+            .output(),
+    )
+    .await
+    .expect("the driver answers in time")
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Signed in as the workload's own user (named after its client id), not db_owner.
+    let grant = Api::<DatabaseAccessGrant>::namespaced(sandbox.client.clone(), "shop")
+        .get("orders-sql-reader")
+        .await
+        .unwrap();
+    let client_id = grant.status.unwrap().client_id.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("0 0 {client_id} shop")
+    );
+    assert!(
+        sql.server
+            .sign_ins()
+            .iter()
+            .any(|s| s.identity.as_deref() == Some(client_id.as_str()) && s.error.is_none()),
+        "{:?}",
+        sql.server.sign_ins()
+    );
 }
 
 /// The README's PostgreSQL walkthrough: the real `psql`, with the token Secret's `password` as

@@ -106,7 +106,7 @@ pub fn unverified_kid(token: &str) -> Option<String> {
 /// service trusting Entra ID does: signature, `exp`/`nbf`, `aud` and `iss`.
 pub struct JwksVerifier {
     keys: std::collections::HashMap<String, DecodingKey>,
-    audience: String,
+    audiences: Vec<String>,
     issuer: String,
 }
 
@@ -116,6 +116,15 @@ impl JwksVerifier {
     /// # Errors
     /// When the document holds no usable RSA key.
     pub fn new(jwks: &Value, audience: &str, issuer: &str) -> anyhow::Result<Self> {
+        Self::for_any(jwks, &[audience], issuer)
+    }
+
+    /// A verifier accepting any of `audiences` (Azure SQL's resource, with or without its
+    /// trailing slash).
+    ///
+    /// # Errors
+    /// When the document holds no usable RSA key.
+    pub fn for_any(jwks: &Value, audiences: &[&str], issuer: &str) -> anyhow::Result<Self> {
         let mut keys = std::collections::HashMap::new();
         for key in jwks["keys"].as_array().into_iter().flatten() {
             let (Some(kid), Some(n), Some(e)) =
@@ -131,7 +140,7 @@ impl JwksVerifier {
         anyhow::ensure!(!keys.is_empty(), "the JWKS holds no RSA key with a kid");
         Ok(Self {
             keys,
-            audience: audience.to_string(),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
             issuer: issuer.to_string(),
         })
     }
@@ -152,7 +161,7 @@ impl JwksVerifier {
         validation.validate_nbf = true;
         validation.required_spec_claims.clear();
         validation.required_spec_claims.insert("exp".to_string());
-        validation.set_audience(&[self.audience.as_str()]);
+        validation.set_audience(&self.audiences);
         validation.set_issuer(&[self.issuer.as_str()]);
         Ok(jsonwebtoken::decode::<Value>(token, key, &validation)?.claims)
     }

@@ -301,7 +301,8 @@ pub struct SqlTarget {
     /// Full Azure Resource Manager id of the logical server, managed instance or Synapse
     /// workspace, for example
     /// `/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/shop/providers/Microsoft.Sql/servers/shop-prod`.
-    /// Optional; shown in messages so admins know which resource to prepare.
+    /// Optional: when set, the operator reads the server's Microsoft Entra admin in Azure before
+    /// signing in (it needs `.../administrators/read` on the server, which Reader has).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     #[x_kube(validation = Rule::new("self.matches('(?i)^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/resourcegroups/[^/]{1,90}/providers/(microsoft[.]sql/(servers|managedinstances)|microsoft[.]synapse/workspaces)/[a-z0-9][-a-z0-9]{0,61}[a-z0-9]$')").message("must be the full ARM id of a SQL server, managed instance or Synapse workspace: /subscriptions/<subscription GUID>/resourceGroups/<group>/providers/Microsoft.Sql/servers/<server> (or .../Microsoft.Sql/managedInstances/<name>, .../Microsoft.Synapse/workspaces/<name>)"))]

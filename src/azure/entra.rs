@@ -146,6 +146,22 @@ pub fn read_claims(token: &str) -> Result<Claims, &'static str> {
     serde_json::from_slice(&bytes).map_err(|_| "its payload has no string oid and tid claims")
 }
 
+/// The client (application) id an app-only token was issued to: `appid` (v1 tokens) or
+/// `azp` (v2). `None` when the token is not a JWT or names neither.
+pub fn read_app_id(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct App {
+        appid: Option<String>,
+        azp: Option<String>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let app: App = serde_json::from_slice(&bytes).ok()?;
+    app.appid.or(app.azp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +169,20 @@ mod tests {
     fn jwt(payload: &str) -> String {
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(payload))
+    }
+
+    #[test]
+    fn the_app_id_is_appid_or_azp() {
+        assert_eq!(
+            read_app_id(&jwt(r#"{"oid":"o","tid":"t","appid":"a-1"}"#)).as_deref(),
+            Some("a-1")
+        );
+        assert_eq!(
+            read_app_id(&jwt(r#"{"oid":"o","tid":"t","azp":"a-2"}"#)).as_deref(),
+            Some("a-2")
+        );
+        assert_eq!(read_app_id(&jwt(r#"{"oid":"o","tid":"t"}"#)), None);
+        assert_eq!(read_app_id("not a jwt"), None);
     }
 
     #[test]

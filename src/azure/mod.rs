@@ -11,7 +11,8 @@
 //! - `credential`: the operator's own ARM credential (azure_identity);
 //! - `models`: the ARM wire shapes of accounts, role definitions and assignments;
 //! - `cosmos`: Cosmos DB accounts, SQL RBAC and the data-plane probe;
-//! - `postgres`: PostgreSQL flexible servers' Entra administrators (the preflight's ARM read).
+//! - `postgres`: PostgreSQL flexible servers' Entra administrators (the preflight's ARM read);
+//! - `sql`: T-SQL servers' Entra admin (the SQL preflight's ARM read).
 
 pub mod arm;
 pub mod cloud;
@@ -24,6 +25,7 @@ pub mod lro_timing;
 pub mod models;
 pub mod pipeline;
 pub mod postgres;
+pub mod sql;
 pub mod throttle_gate;
 
 pub use cloud::Cloud;

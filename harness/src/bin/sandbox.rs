@@ -131,6 +131,18 @@ async fn main() -> anyhow::Result<()> {
             pg.ca_file.display()
         );
     }
+    if let Some(note) = &sandbox.sql_note {
+        println!("note: {note}");
+    }
+    if let Some(sql) = &sandbox.sql {
+        println!(
+            "sql:         localhost:{} for target {} (database {}; the T-SQL stand-in, TDS 8 strict), CA {}",
+            sql.server.port,
+            sql.target,
+            sql.database,
+            sql.ca_file.display()
+        );
+    }
     if !args.exit_when_ready {
         println!(
             "Try: kubectl --kubeconfig {} get dbgrants -A   (Ctrl-C stops the sandbox)",

@@ -347,6 +347,12 @@ impl World {
         self.operator_config.clone()
     }
 
+    /// The operator's Azure settings (its principal, cloud and trusted CAs): against a real
+    /// environment, the tests' own principal too.
+    pub fn operator_config(&self) -> &AzureConfig {
+        &self.operator_config
+    }
+
     /// Whether the operator is running (started and not stopped on its own, as after a panic
     /// that ended it).
     pub fn operator_running(&self) -> bool {

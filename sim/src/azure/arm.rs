@@ -46,6 +46,16 @@ pub const POSTGRES_VERSIONS: &[&str] = &[
     "2023-12-01-preview",
     "2022-12-01",
 ];
+/// Microsoft.Sql api-versions (servers, managed instances and their administrators), newest
+/// first.
+pub const SQL_VERSIONS: &[&str] = &[
+    "2024-05-01-preview",
+    "2023-08-01",
+    "2023-05-01-preview",
+    "2021-11-01",
+];
+/// Microsoft.Synapse api-versions (workspaces and their SQL administrator).
+pub const SYNAPSE_VERSIONS: &[&str] = &["2021-06-01"];
 const FIC_LIMIT: usize = 20;
 
 /// The caller's principal id, from an ARM bearer token this tenant issued.
@@ -337,6 +347,52 @@ async fn route(
             )?;
             let object_id = rest.first().map(|_| segments[9]);
             postgres_administrators(shared, method, &server_id, object_id, body)
+        }
+        (
+            Op::SqlServers(_),
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                provider @ ("microsoft.sql" | "microsoft.synapse"),
+                kind @ ("servers" | "managedinstances" | "workspaces"),
+                _,
+            ],
+        ) if sql_kind(provider, kind).is_some() => {
+            let (resource_type, versions) = sql_kind(provider, kind).unwrap_or_default();
+            check_version(query, versions, resource_type)?;
+            let id = format!("/{}", segments.join("/"));
+            authorize(shared, &caller, &format!("{resource_type}/read"), &id)?;
+            sql_server(shared, method, &id, resource_type, segments[7], body)
+        }
+        (
+            Op::SqlServerAdministrators(_),
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                provider @ ("microsoft.sql" | "microsoft.synapse"),
+                kind @ ("servers" | "managedinstances" | "workspaces"),
+                _,
+                "administrators",
+                rest @ ..,
+            ],
+        ) if rest.len() <= 1 && sql_kind(provider, kind).is_some() => {
+            let (resource_type, versions) = sql_kind(provider, kind).unwrap_or_default();
+            check_version(query, versions, &format!("{resource_type}/administrators"))?;
+            let server_id = format!("/{}", segments[..8].join("/"));
+            authorize(
+                shared,
+                &caller,
+                &format!("{resource_type}/administrators/read"),
+                &server_id,
+            )?;
+            let name = rest.first().map(|_| segments[9]);
+            sql_administrator(shared, method, &server_id, name, body)
         }
         (
             Op::OperationStatus(_),
@@ -754,6 +810,205 @@ fn postgres_administrators(
                 .remove(&oid.to_ascii_lowercase())
                 .is_some()
             {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            };
+            Ok(code.into_response())
+        }
+        _ => Err(ArmError::new(
+            405,
+            "MethodNotAllowed",
+            "The method is not allowed.",
+        )),
+    }
+}
+
+/// The resource type and api-versions of a T-SQL server kind (lower-case path segments).
+fn sql_kind(provider: &str, kind: &str) -> Option<(&'static str, &'static [&'static str])> {
+    match (provider, kind) {
+        ("microsoft.sql", "servers") => Some(("Microsoft.Sql/servers", SQL_VERSIONS)),
+        ("microsoft.sql", "managedinstances") => {
+            Some(("Microsoft.Sql/managedInstances", SQL_VERSIONS))
+        }
+        ("microsoft.synapse", "workspaces") => {
+            Some(("Microsoft.Synapse/workspaces", SYNAPSE_VERSIONS))
+        }
+        _ => None,
+    }
+}
+
+fn sql_not_found(resource_type: &str, id: &str) -> ArmError {
+    let name = id.rsplit('/').next().unwrap_or_default();
+    ArmError::new(
+        404,
+        "ResourceNotFound",
+        format!("The Resource '{resource_type}/{name}' under resource group was not found."),
+    )
+}
+
+fn sql_server_body(server: &super::state::SqlServer) -> Value {
+    let host = match server.resource_type.as_str() {
+        "Microsoft.Synapse/workspaces" => format!("{}.sql.azuresynapse.net", server.name),
+        "Microsoft.Sql/managedInstances" => {
+            format!("{}.0123456789ab.database.windows.net", server.name)
+        }
+        _ => format!("{}.database.windows.net", server.name),
+    };
+    json!({
+        "id": server.resource_id,
+        "name": server.name,
+        "type": server.resource_type,
+        "location": server.location,
+        "properties": {
+            "state": "Ready",
+            "fullyQualifiedDomainName": host,
+            "minimalTlsVersion": "1.2",
+        },
+    })
+}
+
+/// A T-SQL server: created (at once; Azure takes minutes) or read.
+fn sql_server(
+    shared: &Shared,
+    method: &Method,
+    id: &str,
+    resource_type: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ArmError> {
+    let created = match method.as_str() {
+        "PUT" => {
+            let request: Value = serde_json::from_slice(body).unwrap_or_default();
+            let location = request["location"].as_str().unwrap_or("westeurope");
+            !shared.create_sql_server_at(id, resource_type, name, location)
+        }
+        "GET" => false,
+        _ => {
+            return Err(ArmError::new(
+                405,
+                "MethodNotAllowed",
+                "The method is not allowed.",
+            ));
+        }
+    };
+    let state = shared.state();
+    let server = state
+        .sql_servers
+        .get(&id.to_ascii_lowercase())
+        .ok_or_else(|| sql_not_found(resource_type, id))?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, axum::Json(sql_server_body(server))).into_response())
+}
+
+fn sql_administrator_body(
+    server: &super::state::SqlServer,
+    admin: &super::state::SqlAdmin,
+) -> Value {
+    // Synapse names its one administrator `activeDirectory`; Microsoft.Sql `ActiveDirectory`.
+    let name = if server.resource_type.starts_with("Microsoft.Synapse") {
+        "activeDirectory"
+    } else {
+        "ActiveDirectory"
+    };
+    json!({
+        "id": format!("{}/administrators/{name}", server.resource_id),
+        "name": name,
+        "type": format!("{}/administrators", server.resource_type),
+        "properties": {
+            "administratorType": "ActiveDirectory",
+            "login": admin.login,
+            "sid": admin.sid,
+            "tenantId": admin.tenant_id,
+            "azureADOnlyAuthentication": admin.azure_ad_only,
+        },
+    })
+}
+
+/// A T-SQL server's Microsoft Entra admin (one per server, named `ActiveDirectory`): list,
+/// read, set (at once, where Azure answers 202 and finishes later) and remove.
+fn sql_administrator(
+    shared: &Shared,
+    method: &Method,
+    server_id: &str,
+    name: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ArmError> {
+    let tenant = shared.tenant_id.clone();
+    let mut state = shared.state();
+    let server = state
+        .sql_servers
+        .get_mut(&server_id.to_ascii_lowercase())
+        .ok_or_else(|| sql_not_found("Microsoft.Sql/servers", server_id))?;
+    if let Some(name) = name
+        && !name.eq_ignore_ascii_case("activedirectory")
+    {
+        return Err(ArmError::bad_request(format!(
+            "'{name}' is not an administrator name: the only one is ActiveDirectory."
+        )));
+    }
+    let missing = || {
+        ArmError::new(
+            404,
+            "ResourceNotFound",
+            "The requested resource of type 'administrators' with name 'ActiveDirectory' was not found.",
+        )
+    };
+    match (method.as_str(), name) {
+        ("GET", None) => {
+            let value: Vec<Value> = server
+                .admin
+                .iter()
+                .map(|admin| sql_administrator_body(server, admin))
+                .collect();
+            Ok(axum::Json(json!({"value": value})).into_response())
+        }
+        ("GET", Some(_)) => {
+            let admin = server.admin.as_ref().ok_or_else(missing)?;
+            Ok(axum::Json(sql_administrator_body(server, admin)).into_response())
+        }
+        ("PUT", Some(_)) => {
+            let request: Value = serde_json::from_slice(body).map_err(|e| {
+                ArmError::bad_request(format!("The request content was invalid: {e}"))
+            })?;
+            let props = &request["properties"];
+            if props["administratorType"].as_str() != Some("ActiveDirectory") {
+                return Err(ArmError::bad_request(
+                    "administratorType is required and must be ActiveDirectory.",
+                ));
+            }
+            let Some(login) = props["login"].as_str().filter(|l| !l.is_empty()) else {
+                return Err(ArmError::bad_request("login is required."));
+            };
+            let Some(sid) = props["sid"]
+                .as_str()
+                .filter(|s| uuid::Uuid::parse_str(s).is_ok())
+            else {
+                return Err(ArmError::bad_request("sid is required and must be a GUID."));
+            };
+            let admin = super::state::SqlAdmin {
+                login: login.to_string(),
+                sid: sid.to_ascii_lowercase(),
+                tenant_id: props["tenantId"].as_str().unwrap_or(&tenant).to_string(),
+                azure_ad_only: props["azureADOnlyAuthentication"]
+                    .as_bool()
+                    .unwrap_or(false),
+            };
+            let body = sql_administrator_body(server, &admin);
+            let existed = server.admin.replace(admin).is_some();
+            let code = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((code, axum::Json(body)).into_response())
+        }
+        ("DELETE", Some(_)) => {
+            let code = if server.admin.take().is_some() {
                 StatusCode::OK
             } else {
                 StatusCode::NO_CONTENT

@@ -233,6 +233,32 @@ impl Shared {
         false
     }
 
+    /// Create a T-SQL server unless it exists; whether it existed.
+    fn create_sql_server_at(
+        &self,
+        resource_id: &str,
+        resource_type: &str,
+        name: &str,
+        location: &str,
+    ) -> bool {
+        let mut state = self.state();
+        let key = resource_id.to_ascii_lowercase();
+        if state.sql_servers.contains_key(&key) {
+            return true;
+        }
+        state.sql_servers.insert(
+            key,
+            state::SqlServer {
+                resource_id: resource_id.to_string(),
+                resource_type: resource_type.to_string(),
+                name: name.to_string(),
+                location: location.to_string(),
+                admin: None,
+            },
+        );
+        false
+    }
+
     fn create_account_at(&self, resource_id: &str, name: &str, location: &str) -> CosmosAccount {
         let mut state = self.state();
         let account = state
@@ -491,6 +517,45 @@ impl AzureSim {
         self.shared
             .create_postgres_server_at(&id, name, "westeurope");
         id
+    }
+
+    /// Create a T-SQL server's ARM resource (the engine is `crate::sql::SqlServer`):
+    /// `resource_type` is `Microsoft.Sql/servers`, `Microsoft.Sql/managedInstances` or
+    /// `Microsoft.Synapse/workspaces`. Returns its ARM id.
+    pub fn create_sql_server(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        resource_type: &str,
+        name: &str,
+    ) -> String {
+        let id = format!(
+            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{resource_type}/{name}"
+        );
+        self.shared
+            .create_sql_server_at(&id, resource_type, name, "westeurope");
+        id
+    }
+
+    /// Set a T-SQL server's Microsoft Entra admin, as `az sql server ad-admin create` does
+    /// (`sid`: the admin's object id, or an application's client id).
+    ///
+    /// # Errors
+    /// When the server does not exist.
+    pub fn set_sql_admin(&self, server_id: &str, login: &str, sid: &str) -> anyhow::Result<()> {
+        let tenant = self.tenant_id();
+        let mut state = self.shared.state();
+        let server = state
+            .sql_servers
+            .get_mut(&server_id.to_ascii_lowercase())
+            .context("no such SQL server")?;
+        server.admin = Some(state::SqlAdmin {
+            login: login.into(),
+            sid: sid.to_ascii_lowercase(),
+            tenant_id: tenant,
+            azure_ad_only: true,
+        });
+        Ok(())
     }
 
     /// Add a Microsoft Entra administrator to a flexible server, as `az postgres flexible-server

@@ -61,12 +61,16 @@ pub enum Family {
     FlexibleServers,
     /// A flexible server's Microsoft Entra administrators.
     FlexibleServerAdministrators,
+    /// T-SQL servers: Azure SQL logical servers, managed instances, Synapse workspaces.
+    SqlServers,
+    /// A T-SQL server's Microsoft Entra admin.
+    SqlServerAdministrators,
     /// Anything else (answered 404).
     Unrouted,
 }
 
 impl Family {
-    const ALL: [Family; 12] = [
+    const ALL: [Family; 14] = [
         Family::Entra,
         Family::EntraKeys,
         Family::DataPlane,
@@ -78,6 +82,8 @@ impl Family {
         Family::SqlRoleAssignments,
         Family::FlexibleServers,
         Family::FlexibleServerAdministrators,
+        Family::SqlServers,
+        Family::SqlServerAdministrators,
         Family::Unrouted,
     ];
 
@@ -95,6 +101,8 @@ impl Family {
             Family::EntraKeys => "entraKeys",
             Family::FlexibleServers => "flexibleServers",
             Family::FlexibleServerAdministrators => "flexibleServerAdministrators",
+            Family::SqlServers => "sqlServers",
+            Family::SqlServerAdministrators => "sqlServerAdministrators",
             Family::Unrouted => "other",
         }
     }
@@ -131,6 +139,10 @@ pub enum AzureOperation {
     FlexibleServers(Verb),
     /// A call on a flexible server's Microsoft Entra administrators.
     FlexibleServerAdministrators(Verb),
+    /// A call on a T-SQL server (logical server, managed instance, Synapse workspace).
+    SqlServers(Verb),
+    /// A call on a T-SQL server's Microsoft Entra admin.
+    SqlServerAdministrators(Verb),
     /// A call the simulator has no route for.
     Unrouted(Verb),
 }
@@ -154,6 +166,22 @@ impl AzureOperation {
         }
         if lower.starts_with("/cosmos/") {
             return Self::DataPlaneRead;
+        }
+        // T-SQL servers share the `administrators` segment with flexible servers: the
+        // provider tells them apart.
+        if lower.contains("/providers/microsoft.sql/")
+            || lower.contains("/providers/microsoft.synapse/workspaces/")
+        {
+            return if lower.contains("/administrators") {
+                let collection = lower.trim_end_matches('/').ends_with("/administrators");
+                Self::SqlServerAdministrators(if collection && verb == Verb::Get {
+                    Verb::List
+                } else {
+                    verb
+                })
+            } else {
+                Self::SqlServers(verb)
+            };
         }
         // Most specific first: a role assignment's path also names its account.
         let families: [(&str, Family); 8] = [
@@ -205,6 +233,8 @@ impl AzureOperation {
             Family::SqlRoleAssignments => Self::SqlRoleAssignments(verb),
             Family::FlexibleServers => Self::FlexibleServers(verb),
             Family::FlexibleServerAdministrators => Self::FlexibleServerAdministrators(verb),
+            Family::SqlServers => Self::SqlServers(verb),
+            Family::SqlServerAdministrators => Self::SqlServerAdministrators(verb),
             Family::Unrouted => Self::Unrouted(verb),
         }
     }
@@ -223,6 +253,8 @@ impl AzureOperation {
             Self::EntraKeys => Family::EntraKeys,
             Self::FlexibleServers(_) => Family::FlexibleServers,
             Self::FlexibleServerAdministrators(_) => Family::FlexibleServerAdministrators,
+            Self::SqlServers(_) => Family::SqlServers,
+            Self::SqlServerAdministrators(_) => Family::SqlServerAdministrators,
             Self::Unrouted(_) => Family::Unrouted,
         }
     }
@@ -256,6 +288,8 @@ impl fmt::Display for AzureOperation {
             | Self::SqlRoleAssignments(verb)
             | Self::FlexibleServers(verb)
             | Self::FlexibleServerAdministrators(verb)
+            | Self::SqlServers(verb)
+            | Self::SqlServerAdministrators(verb)
             | Self::Unrouted(verb) => write!(f, "{}.{}", self.family(), verb.as_str()),
         }
     }
@@ -419,6 +453,26 @@ mod tests {
                 Method::PUT,
                 "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg/administrators/o".to_string(),
                 "flexibleServerAdministrators.put",
+            ),
+            (
+                Method::PUT,
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/sql".to_string(),
+                "sqlServers.put",
+            ),
+            (
+                Method::GET,
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/sql/administrators".to_string(),
+                "sqlServerAdministrators.list",
+            ),
+            (
+                Method::PUT,
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/managedInstances/mi/administrators/ActiveDirectory".to_string(),
+                "sqlServerAdministrators.put",
+            ),
+            (
+                Method::GET,
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Synapse/workspaces/ws/administrators/activeDirectory".to_string(),
+                "sqlServerAdministrators.get",
             ),
         ];
         for (method, path, name) in cases {

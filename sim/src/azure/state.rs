@@ -82,6 +82,35 @@ pub struct PostgresServer {
     pub administrators: BTreeMap<String, (String, String, String)>,
 }
 
+/// A T-SQL server's ARM side: an Azure SQL logical server, a managed instance or a Synapse
+/// workspace (the database engine is `crate::sql`'s stand-in, reached on its own).
+#[derive(Clone, Debug)]
+pub struct SqlServer {
+    /// ARM id as created.
+    pub resource_id: String,
+    /// Its resource type (`Microsoft.Sql/servers`, ...).
+    pub resource_type: String,
+    /// Name.
+    pub name: String,
+    /// Location.
+    pub location: String,
+    /// Its Microsoft Entra admin, if set.
+    pub admin: Option<SqlAdmin>,
+}
+
+/// A T-SQL server's Microsoft Entra admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlAdmin {
+    /// Login name.
+    pub login: String,
+    /// Its id (object id, or an application's client id).
+    pub sid: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Whether only Entra sign-ins are accepted.
+    pub azure_ad_only: bool,
+}
+
 /// What a long-running operation does when it completes.
 #[derive(Clone, Debug)]
 pub enum Effect {
@@ -135,6 +164,9 @@ pub struct State {
     pub accounts: HashMap<String, Account>,
     /// PostgreSQL flexible servers by lower-cased ARM id.
     pub postgres_servers: HashMap<String, PostgresServer>,
+    /// T-SQL servers (logical servers, managed instances, Synapse workspaces) by lower-cased
+    /// ARM id.
+    pub sql_servers: HashMap<String, SqlServer>,
     /// Control-plane role assignments: (principal id, lower-cased scope).
     pub control_plane: Vec<(String, String)>,
     /// Principals not visible to RBAC before this instant (replication delay).

@@ -130,8 +130,16 @@ impl SqlServer {
     /// # Errors
     /// When the port cannot be bound or TLS material cannot be made.
     pub async fn start(check: TokenCheck) -> anyhow::Result<Self> {
+        Self::start_on(check, 0).await
+    }
+
+    /// Start a stand-in on `port` of 127.0.0.1 (0: a free one), as [`start`](Self::start).
+    ///
+    /// # Errors
+    /// When the port cannot be bound (another process has it) or TLS material cannot be made.
+    pub async fn start_on(check: TokenCheck, port: u16) -> anyhow::Result<Self> {
         let tls = crate::tls::TlsMaterial::generate("sql-sim")?;
-        let listener = crate::tls::bind_loopback(0).await?;
+        let listener = crate::tls::bind_loopback(port).await?;
         let state = Arc::new(Mutex::new(State::default()));
         let stop = CancellationToken::new();
         let server = Self {

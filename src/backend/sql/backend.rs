@@ -6,6 +6,7 @@ use std::sync::Arc;
 use azure_core::credentials::Secret;
 use uuid::Uuid;
 
+use super::admins::{self, Verdict};
 use super::connect::SqlClients;
 use super::plan::{
     Conflict, Creation, Desired, Dialect, Grantable, Observed, PermState, Plan, Principal, Record,
@@ -75,6 +76,15 @@ impl SqlBackend {
                 Some(out)
             }
         }
+    }
+
+    /// ARM's half of the preflight: whether the operator is the server's Entra admin.
+    async fn check_administrator(&self, server_id: &str) -> Result<Verdict, BackendError> {
+        let (object_id, client_id, tenant_id) = self.clients.operator_identity().await?;
+        let seen = self.clients.servers().entra_admin(server_id).await?;
+        let verdict = admins::decide(server_id, &object_id, &client_id, &tenant_id, &seen)?;
+        tracing::debug!(target = %self.name, ?verdict, "the server's Entra admin in ARM");
+        Ok(verdict)
     }
 
     fn undeclared(&self, role: &str) -> BackendError {
@@ -302,10 +312,37 @@ impl Backend for SqlBackend {
                 format!("database {database:?} {problem}"),
             ));
         }
-        let mut session = self
+        // ARM first, before any sign-in: a missing server is reported as such, and a refused
+        // sign-in can then name the command that fixes it.
+        let arm = match &self.target.server_resource_id {
+            Some(server_id) => Some(self.check_administrator(server_id).await?),
+            None => None,
+        };
+        let mut session = match self
             .clients
             .session(&self.target.server, self.target.port, &database)
-            .await?;
+            .await
+        {
+            Ok(session) => session,
+            Err(error) => {
+                return Err(match &arm {
+                    Some(Verdict::NotAdmin { why, fix })
+                        if error.reason == Reason::TargetNotPrepared =>
+                    {
+                        let mut refused = BackendError::new(
+                            Reason::TargetNotPrepared,
+                            format!(
+                                "{why}, and it cannot sign in to database {database} ({}): run {fix}, or have an Entra admin give it a user in db_owner there",
+                                error.message
+                            ),
+                        );
+                        refused.code = error.code;
+                        refused
+                    }
+                    _ => error,
+                });
+            }
+        };
         let sets = self
             .clients
             .run(
@@ -329,8 +366,12 @@ impl Backend for SqlBackend {
             ),
             Dialect::AlterRole => format!("ALTER ROLE db_owner ADD MEMBER {quoted}"),
         };
+        let make_admin = match &arm {
+            Some(Verdict::NotAdmin { fix, .. }) => format!("run {fix}"),
+            _ => "make dbgrant's identity the server's Entra admin".to_string(),
+        };
         let fix = format!(
-            "make dbgrant's identity the server's Entra admin, or have an Entra admin run in database {database}: CREATE USER {quoted} FROM EXTERNAL PROVIDER; {add_owner};"
+            "{make_admin}, or have an Entra admin run in database {database}: CREATE USER {quoted} FROM EXTERNAL PROVIDER; {add_owner};"
         );
         let mut problems = Vec::new();
         if !is_owner && !alter_any_user {
@@ -375,6 +416,9 @@ impl Backend for SqlBackend {
         }
         drop(session);
         if !problems.is_empty() {
+            if let Some(Verdict::NotAdmin { why, .. }) = &arm {
+                problems.insert(0, why.clone());
+            }
             return Err(BackendError::new(
                 Reason::TargetNotPrepared,
                 format!("{}; {fix}", problems.join("; ")),

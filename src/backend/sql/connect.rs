@@ -18,6 +18,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use super::admins::{NoArm, SqlServers};
 use super::tsql::{Batch, Param};
 use crate::api::Reason;
 use crate::backend::BackendError;
@@ -38,9 +39,11 @@ pub type SqlClient = Client<Compat<TlsStream<TcpStream>>>;
 
 type Key = (String, u16, String);
 
-/// The operator's T-SQL connections, shared by every SQL target.
+/// The operator's T-SQL connections, shared by every SQL target, and its way to read
+/// servers' Entra admins in ARM (the preflight's first half).
 pub struct SqlClients {
     token: Arc<dyn OperatorToken>,
+    servers: Arc<dyn SqlServers>,
     tls: TlsConnector,
     connect_timeout: Duration,
     statement_timeout: Duration,
@@ -55,12 +58,42 @@ impl SqlClients {
         tls.alpn_protocols = vec![b"tds/8.0".to_vec()];
         Self {
             token,
+            servers: Arc::new(NoArm),
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: CONNECT_TIMEOUT,
             statement_timeout: STATEMENT_TIMEOUT,
             idle: Mutex::default(),
             writes: Mutex::default(),
         }
+    }
+
+    /// The same clients, reading servers' Entra admins through `servers`.
+    #[must_use]
+    pub fn with_servers(mut self, servers: Arc<dyn SqlServers>) -> Self {
+        self.servers = servers;
+        self
+    }
+
+    /// Where servers' Entra admins are read.
+    pub fn servers(&self) -> &dyn SqlServers {
+        self.servers.as_ref()
+    }
+
+    /// The operator's own object, client and tenant ids, read from its Azure SQL token (the
+    /// identity a server's Entra admin must be).
+    ///
+    /// # Errors
+    /// When no token can be had, or it is not a JWT with `oid` and `tid`.
+    pub async fn operator_identity(&self) -> Result<(String, String, String), BackendError> {
+        let token = self.token.token().await?;
+        let claims = crate::azure::entra::read_claims(token.secret()).map_err(|why| {
+            BackendError::new(
+                Reason::AzureUnavailable,
+                format!("reading the operator's object id from its Azure SQL token: {why}"),
+            )
+        })?;
+        let client_id = crate::azure::entra::read_app_id(token.secret()).unwrap_or_default();
+        Ok((claims.oid, client_id, claims.tid))
     }
 
     /// The same clients with other bounds on connecting and on one batch (tests of a server

@@ -7,12 +7,14 @@
 //!   quoted by the server with `QUOTENAME`), and SQL error numbers sorted into reasons;
 //! - `connect`: TDS 8 strict TLS on rustls/ring, the operator's Entra token, redirects,
 //!   timeouts, a small pool per server and database;
+//! - `admins`: the preflight's ARM half (is the operator the server's Entra admin?);
 //! - `backend`: the [`Backend`](super::Backend) seam over them.
 //!
 //! A holding is one (workload client id, role, database). Its id is deterministic and names
 //! its store (server and database): `mssql://host:port/db#role=reader&cid=<client id>`, the
 //! database percent-encoded so the id can be lower-cased without losing the name's case.
 
+pub mod admins;
 mod backend;
 pub mod connect;
 pub mod plan;
