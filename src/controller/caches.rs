@@ -1,4 +1,5 @@
-//! The operator's own caches of grants and targets, beside the controllers' internal ones.
+//! The operator's own caches of grants and targets. The grant controller runs on the grant
+//! cache's own stream ([`Cache::driving`]), so grants are kept once, without managedFields.
 //!
 //! kube-runtime's `Store::wait_until_ready` keeps one waker: with two waiters on one store
 //! (the controller's runner, which holds reconciles until its store is ready, and anyone else)
@@ -57,6 +58,32 @@ where
             }
         });
         Self { store, synced }
+    }
+
+    /// A cache whose watch is not spawned but handed back as the stream of objects it
+    /// applied, to drive a controller (`Controller::for_stream`): the controller and the rest
+    /// of the operator then share this one pruned copy of every object, instead of the
+    /// controller keeping a second, full one. The cache is updated as the stream is polled.
+    pub fn driving(
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> (
+        Self,
+        impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    ) {
+        let (store, writer) = reflector::store();
+        let (tx, synced) = watch::channel(false);
+        let objects = watcher(api, config)
+            .default_backoff()
+            .modify(|object| object.meta_mut().managed_fields = None)
+            .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(watcher::Event::InitDone) = event {
+                    tx.send_replace(true);
+                }
+            })
+            .applied_objects();
+        (Self { store, synced }, objects)
     }
 
     /// Wait until the first list is complete (`false` if the watch stopped before).

@@ -137,11 +137,19 @@ impl Ledger {
     /// asking for it: what drift repair may restore. (Asked for but never granted is the grant
     /// reconciler's to retry, not the drift repair's.)
     pub fn wanted(&self) -> Vec<(GrantKey, Holding)> {
+        self.wanted_where(|_| true)
+    }
+
+    /// [`Self::wanted`], only the holdings whose id `select` picks (one store's): every target's
+    /// drift repair runs at its resync, often together, and each copying every grant's holding
+    /// made memory grow with targets × grants.
+    pub fn wanted_where(&self, select: impl Fn(&str) -> bool) -> Vec<(GrantKey, Holding)> {
         let map = self.map();
         let mut seen = BTreeSet::new();
         let mut wanted = Vec::new();
         for (key, entry) in map.iter() {
             if let Some(Some(holding)) = &entry.wants
+                && select(&holding.id)
                 && entry.held.contains(&holding.id)
                 && entry
                     .granted

@@ -134,12 +134,14 @@ pub async fn run(
     let config = controller::Config::default().concurrency(settings.concurrency);
     let watch = || watcher::Config::default().any_semantic();
 
-    let grant_controller = Controller::new(grants.clone(), watch());
+    // Grants: one pruned cache, which also drives their controller (at thousands of grants a
+    // second, full copy in the controller was most of the operator's memory). Nothing of ours
+    // waits on a store's readiness but the controller's runner (see `caches`).
+    let (grant_cache, grant_objects) = caches::Cache::driving(grants.clone(), watch());
+    let grant_controller = Controller::for_stream(grant_objects, grant_cache.store.clone());
     let grants_synced = grant_controller.store();
     let target_controller = Controller::new(targets.clone(), watch());
     let targets_synced = target_controller.store();
-    // Our own caches: nothing of ours may wait on a controller's store (see `caches`).
-    let grant_cache = caches::Cache::spawn(grants.clone(), watch(), shutdown.clone());
     let target_cache = caches::Cache::spawn(targets.clone(), watch(), shutdown.clone());
     let grant_store = grant_cache.store.clone();
 

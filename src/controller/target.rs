@@ -168,13 +168,12 @@ async fn repair_drift(
         .collect();
     let expected: Vec<(Arc<crate::api::DatabaseAccessGrant>, Holding)> = ctx
         .ledger
-        .wanted()
-        .into_iter()
-        .filter(|(_, h)| {
+        .wanted_where(|id| {
             ctx.backends
-                .store_of(&h.id)
+                .store_of(id)
                 .is_some_and(|s| same_store(&s, &store))
         })
+        .into_iter()
         .filter_map(|(key, holding)| Some((grants.get(&key)?.clone(), holding)))
         .collect();
     if expected.is_empty() {

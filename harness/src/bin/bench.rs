@@ -335,7 +335,17 @@ impl Env {
     }
 
     fn start_operator(&self, n: u32) -> anyhow::Result<Proc> {
-        let mut command = Command::new(self.args.bin_dir.join("dbgrant"));
+        let binary = self.args.bin_dir.join("dbgrant");
+        // A profiler wrapping the operator (e.g. `heaptrack`), for finding where figures go.
+        let mut command = match std::env::var("DBGRANT_BENCH_WRAPPER") {
+            Ok(wrapper) if !wrapper.trim().is_empty() => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().unwrap_or_default());
+                command.args(words).arg(&binary);
+                command
+            }
+            _ => Command::new(&binary),
+        };
         command
             .args([
                 "run",
