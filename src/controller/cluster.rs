@@ -8,7 +8,6 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 
 use super::report;
@@ -92,20 +91,14 @@ pub trait Cluster: Send + Sync {
 /// The real cluster.
 pub struct KubeCluster {
     client: Client,
-    recorder: Recorder,
+    events: super::event_sink::EventSink,
 }
 
 impl KubeCluster {
     /// Reach the cluster through `client`; events name `instance` as their reporter.
     pub fn new(client: Client, instance: Option<String>) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "dbgrant".into(),
-                instance,
-            },
-        );
-        Self { client, recorder }
+        let events = super::event_sink::EventSink::new(client.clone(), "dbgrant", instance);
+        Self { client, events }
     }
 }
 
@@ -237,18 +230,8 @@ impl Cluster for KubeCluster {
     }
 
     async fn event(&self, object: ObjectReference, warning: bool, reason: &str, note: String) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(report::truncate(&note, 1000)),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &object).await {
+        let note = report::truncate(&note, 1000);
+        if let Err(error) = self.events.publish(&object, warning, reason, &note).await {
             tracing::warn!(%error, reason, "could not publish event");
         }
     }

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod caches;
 pub mod cluster;
 pub mod decide;
+pub mod event_sink;
 pub mod grant;
 pub mod grant_status;
 pub mod identity;
