@@ -156,6 +156,8 @@ impl Proc {
         let child = command
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
+            // Its own process group, so a kill reaches what a wrapper (a profiler) started too.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {command:?}"))?;
@@ -187,6 +189,11 @@ impl Proc {
     }
 
     async fn kill(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
