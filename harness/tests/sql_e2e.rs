@@ -26,24 +26,19 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbgrant::api::{DatabaseAccessGrant, DatabaseTarget, Reason, SqlTarget};
+use dbgrant::api::SqlTarget;
 use dbgrant::azure::OperatorCredential;
 use dbgrant::backend::sql::{SqlBackend, SqlClients, tsql};
 use dbgrant::backend::{Access, Backend};
 use dbgrant_sim::azure::ControlPlaneRole;
 use dbgrant_sim::sql::{AUDIENCE, AUDIENCES, SqlServer, Value};
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
-use support::world::{World, WorldOptions, is_ready, ready_reason};
+use support::databases::{env, operator_object_id, refused_grant_from_another_team, remove_target};
+use support::world::{World, WorldOptions, condition};
 use uuid::Uuid;
 
 /// The database of the in-process stand-in.
 const LOCAL_DATABASE: &str = "appdb";
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
 
 /// Where the server is.
 enum Server {
@@ -140,36 +135,7 @@ impl Sql {
     /// stand-in does.
     async fn finish(self, world: World, retained: &[(&str, &str)]) {
         if let Server::Remote(clients) = &self.server {
-            let grants: Api<DatabaseAccessGrant> = Api::all(world.client.clone());
-            for grant in grants.list(&ListParams::default()).await.unwrap().items {
-                if grant.spec.target == self.target {
-                    let api: Api<DatabaseAccessGrant> = Api::namespaced(
-                        world.client.clone(),
-                        &grant.namespace().unwrap_or_default(),
-                    );
-                    let _ = api
-                        .delete(&grant.name_any(), &DeleteParams::default())
-                        .await;
-                }
-            }
-            let targets: Api<DatabaseTarget> = Api::all(world.client.clone());
-            let _ = targets.delete(&self.target, &DeleteParams::default()).await;
-            world
-                .eventually(
-                    "the SQL grants and target gone",
-                    Duration::from_secs(60),
-                    || {
-                        let (grants, targets) = (grants.clone(), targets.clone());
-                        let target = self.target.clone();
-                        async move {
-                            let left = grants.list(&ListParams::default()).await.ok()?;
-                            let gone = !left.items.iter().any(|g| g.spec.target == target)
-                                && targets.get_opt(&target).await.ok()?.is_none();
-                            gone.then_some(())
-                        }
-                    },
-                )
-                .await;
+            remove_target(&world, &self.target, "the SQL grants and target gone").await;
             let spec: SqlTarget = serde_json::from_value(self.spec.clone()).unwrap();
             let backend = SqlBackend::new(&self.target, spec, clients.clone());
             for (client_id, role) in retained {
@@ -204,40 +170,6 @@ fn can_run(test: &str) -> bool {
         return false;
     }
     true
-}
-
-/// The operator's object id: its own token for Azure SQL, read by azure-sim's check.
-async fn operator_object_id(world: &World, config: &dbgrant::azure::AzureConfig) -> String {
-    let azure = &world.sims().expect("simulated").azure;
-    let OperatorCredential::ClientSecret {
-        client_id,
-        client_secret,
-    } = &config.credential
-    else {
-        panic!("the simulated operator signs in with a client secret");
-    };
-    let http = dbgrant_sim::tls::https_client(&azure.ca_pem()).unwrap();
-    let form = format!(
-        "grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}&scope={}",
-        "https%3A%2F%2Fdatabase.windows.net%2F.default"
-    );
-    let reply: serde_json::Value = http
-        .post(format!(
-            "{}{}/oauth2/v2.0/token",
-            azure.authority_host(),
-            azure.tenant_id()
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = reply["access_token"].as_str().expect("a token");
-    let claims = azure.verifier_for(AUDIENCE)(token).unwrap();
-    claims["oid"].as_str().expect("an oid").to_string()
 }
 
 /// The server (started here, or the one the variables name), the operator trusting its TLS
@@ -280,7 +212,13 @@ async fn sql(world: &mut World, allowed_roles: &[&str]) -> Sql {
         };
         // The engine knows an application admin by its client id, ARM by its object id.
         server.set_entra_admin("dbgrant-operator", uuid(client_id));
-        let object_id = operator_object_id(world, &config).await;
+        let object_id = operator_object_id(
+            world,
+            &config,
+            "https://database.windows.net/.default",
+            AUDIENCE,
+        )
+        .await;
         let azure = &world.sims().expect("simulated").azure;
         let server_id = azure.create_sql_server(
             &Uuid::new_v4().to_string(),
@@ -338,16 +276,6 @@ async fn sql(world: &mut World, allowed_roles: &[&str]) -> Sql {
         port,
         database,
     }
-}
-
-fn condition(grant: &DatabaseAccessGrant, type_: &str) -> Option<(String, String)> {
-    grant
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,44 +365,7 @@ async fn a_grant_from_a_namespace_the_sql_target_refuses_never_reaches_the_serve
     }
     let mut world = World::start("sql-refused", WorldOptions::default()).await;
     let sql = sql(&mut world, &["analyst"]).await;
-    // A namespace of another team, with a working identity of its own.
-    let outside = format!("{}-outside", world.team());
-    dbgrant_sim::apply::apply(
-        &world.client,
-        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": outside, "labels": {"dbgrant.io/team": "someone-else"}}}),
-        "default",
-    )
-    .await
-    .unwrap();
-    let identity = world.identity("outsider").await;
-    world.federate_in(&identity, &outside, "app").await;
-    world
-        .service_account_in(&outside, "app", Some(&identity.client_id))
-        .await;
-    let grants: Api<DatabaseAccessGrant> = Api::namespaced(world.client.clone(), &outside);
-    dbgrant_sim::apply::apply(
-        &world.client,
-        &json!({"apiVersion": "dbgrant.io/v1alpha1", "kind": "DatabaseAccessGrant", "metadata": {"name": "sneaky", "namespace": outside}, "spec": {"serviceAccountName": "app", "target": sql.target, "role": "analyst"}}),
-        &outside,
-    )
-    .await
-    .unwrap();
-    let denied = world
-        .eventually("PolicyDenied", Duration::from_secs(20), || {
-            let grants = grants.clone();
-            async move {
-                let grant = grants.get_opt("sneaky").await.ok().flatten()?;
-                (ready_reason(&grant).as_deref() == Some(Reason::PolicyDenied.as_str())
-                    && !is_ready(&grant))
-                .then_some(grant)
-            }
-        })
-        .await;
-    assert!(
-        denied.status.as_ref().is_none_or(|s| s.held.is_empty()),
-        "nothing held: {:?}",
-        denied.status
-    );
+    let identity = refused_grant_from_another_team(&world, &sql.target, "analyst").await;
     // An allowed grant on the same target goes through, so the refusal was the policy's.
     let app = world.workload("app").await;
     world
