@@ -31,8 +31,11 @@ use dbgrant_sim::azure::ControlPlaneRole;
 use dbgrant_sim::postgres::{AUDIENCE, Front, RealPostgres, literal};
 use kube::api::Api;
 use serde_json::json;
-use support::databases::{env, operator_object_id, refused_grant_from_another_team, remove_target};
-use support::world::{World, WorldOptions, condition};
+use support::databases::{
+    apply_target, env, operator_object_id, refused_grant_from_another_team, remove_target,
+    trust_and_port, wait_verified,
+};
+use support::world::{World, WorldOptions};
 
 /// The role name of the operator's Entra admin role on the simulated server.
 const OPERATOR_ROLE: &str = "dbgrant";
@@ -188,14 +191,7 @@ async fn postgres(world: &mut World, allowed_roles: &[&str]) -> Postgres {
         .is_some()
     {
         let need = |n: &str| env(n).unwrap_or_else(|| panic!("{n} must be set"));
-        if let Some(file) = env("DBGRANT_E2E_POSTGRES_CA_FILE") {
-            let pem = std::fs::read_to_string(&file)
-                .unwrap_or_else(|e| panic!("reading DBGRANT_E2E_POSTGRES_CA_FILE {file}: {e}"));
-            world.restart_operator_trusting(&pem).await;
-        }
-        let port: u16 = env("DBGRANT_E2E_POSTGRES_PORT").map_or(5432, |p| {
-            p.parse().expect("DBGRANT_E2E_POSTGRES_PORT is a port")
-        });
+        let port = trust_and_port(world, "DBGRANT_E2E_POSTGRES", 5432).await;
         (
             Server::Remote {
                 admin_dsn: need("DBGRANT_E2E_POSTGRES_ADMIN_DSN"),
@@ -285,20 +281,8 @@ async fn postgres(world: &mut World, allowed_roles: &[&str]) -> Postgres {
     if let Some(server_id) = server_id {
         spec["serverResourceId"] = json!(server_id);
     }
-    pg.spec = spec.clone();
-    let manifest = json!({
-        "apiVersion": "dbgrant.io/v1alpha1",
-        "kind": "DatabaseTarget",
-        "metadata": {"name": target},
-        "spec": {
-            "postgres": spec,
-            "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
-            "allowedRoles": allowed_roles,
-        },
-    });
-    dbgrant_sim::apply::apply(&world.client, &manifest, "default")
-        .await
-        .unwrap();
+    apply_target(world, &target, "postgres", &spec, allowed_roles).await;
+    pg.spec = spec;
     pg
 }
 
@@ -317,12 +301,7 @@ async fn a_postgres_grant_goes_ready_verified_follows_its_role_and_is_dropped_or
             json!({"serviceAccountName": "app", "target": pg.target, "role": "reader"}),
         )
         .await;
-    let grant = world.wait_ready("orders").await;
-    assert_eq!(
-        condition(&grant, "AccessVerified"),
-        Some(("True".into(), "Verified".into())),
-        "verified by the workload signing in with its own token"
-    );
+    wait_verified(&world, "orders").await;
     assert!(pg.login_exists(&app.principal_id));
     assert!(pg.is_member(&app.principal_id, &pg.reader));
     assert!(!pg.is_member(&app.principal_id, &pg.writer));
@@ -447,20 +426,8 @@ async fn a_target_whose_server_lacks_the_operator_as_entra_admin_says_how_to_add
     azure.assign_control_plane_role(&operator, &server, ControlPlaneRole::Reader);
     let mut spec = pg.spec.clone();
     spec["serverResourceId"] = json!(server);
-    let bare = json!({
-        "apiVersion": "dbgrant.io/v1alpha1",
-        "kind": "DatabaseTarget",
-        "metadata": {"name": format!("{}-bare", pg.target)},
-        "spec": {
-            "postgres": spec,
-            "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
-            "allowedRoles": ["reader"],
-        },
-    });
-    dbgrant_sim::apply::apply(&world.client, &bare, "default")
-        .await
-        .unwrap();
     let name = format!("{}-bare", pg.target);
+    apply_target(&world, &name, "postgres", &spec, &["reader"]).await;
     let (_, reason, message) = target_ready_becomes(
         &world,
         &name,

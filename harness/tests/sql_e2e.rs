@@ -33,8 +33,11 @@ use dbgrant::backend::{Access, Backend};
 use dbgrant_sim::azure::ControlPlaneRole;
 use dbgrant_sim::sql::{AUDIENCE, AUDIENCES, SqlServer, Value};
 use serde_json::json;
-use support::databases::{env, operator_object_id, refused_grant_from_another_team, remove_target};
-use support::world::{World, WorldOptions, condition};
+use support::databases::{
+    apply_target, env, operator_object_id, refused_grant_from_another_team, remove_target,
+    trust_and_port, wait_verified,
+};
+use support::world::{World, WorldOptions};
 use uuid::Uuid;
 
 /// The database of the in-process stand-in.
@@ -178,14 +181,7 @@ fn can_run(test: &str) -> bool {
 async fn sql(world: &mut World, allowed_roles: &[&str]) -> Sql {
     let (server, host, port, database, server_id) = if env("DBGRANT_E2E_KUBECONFIG").is_some() {
         let need = |n: &str| env(n).unwrap_or_else(|| panic!("{n} must be set"));
-        if let Some(file) = env("DBGRANT_E2E_SQL_CA_FILE") {
-            let pem = std::fs::read_to_string(&file)
-                .unwrap_or_else(|e| panic!("reading DBGRANT_E2E_SQL_CA_FILE {file}: {e}"));
-            world.restart_operator_trusting(&pem).await;
-        }
-        let port: u16 = env("DBGRANT_E2E_SQL_PORT").map_or(1433, |p| {
-            p.parse().expect("DBGRANT_E2E_SQL_PORT is a port number")
-        });
+        let port = trust_and_port(world, "DBGRANT_E2E_SQL", 1433).await;
         // The tests' principal reads the catalogue as the operator signs in: same settings.
         let clients = dbgrant::backends_for(world.operator_config().clone(), None)
             .await
@@ -255,19 +251,7 @@ async fn sql(world: &mut World, allowed_roles: &[&str]) -> Sql {
     if let Some(id) = server_id {
         spec["serverResourceId"] = json!(id);
     }
-    let manifest = json!({
-        "apiVersion": "dbgrant.io/v1alpha1",
-        "kind": "DatabaseTarget",
-        "metadata": {"name": target},
-        "spec": {
-            "sql": spec,
-            "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
-            "allowedRoles": allowed_roles,
-        },
-    });
-    dbgrant_sim::apply::apply(&world.client, &manifest, "default")
-        .await
-        .unwrap();
+    apply_target(world, &target, "sql", &spec, allowed_roles).await;
     Sql {
         server,
         target,
@@ -292,12 +276,7 @@ async fn a_sql_grant_goes_ready_verified_follows_its_role_and_is_dropped_or_reta
             json!({"serviceAccountName": "app", "target": sql.target, "role": "analyst"}),
         )
         .await;
-    let grant = world.wait_ready("orders").await;
-    assert_eq!(
-        condition(&grant, "AccessVerified"),
-        Some(("True".into(), "Verified".into())),
-        "verified by the workload signing in with its own token"
-    );
+    wait_verified(&world, "orders").await;
     if let Some(server) = sql.local() {
         // The workload itself signed in (its token's appid is its client id) and was let in.
         assert!(

@@ -129,3 +129,54 @@ pub async fn remove_target(world: &World, target: &str, what: &str) {
         })
         .await;
 }
+
+/// In real-environment mode, the server's settings under `prefix` (`DBGRANT_E2E_SQL`): the
+/// operator restarted trusting `{prefix}_CA_FILE` when it is set, and the port
+/// `{prefix}_PORT` (`default_port` when unset).
+pub async fn trust_and_port(world: &mut World, prefix: &str, default_port: u16) -> u16 {
+    if let Some(file) = env(&format!("{prefix}_CA_FILE")) {
+        let pem = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("reading {prefix}_CA_FILE {file}: {e}"));
+        world.restart_operator_trusting(&pem).await;
+    }
+    env(&format!("{prefix}_PORT")).map_or(default_port, |p| {
+        p.parse()
+            .unwrap_or_else(|_| panic!("{prefix}_PORT is a port number"))
+    })
+}
+
+/// Apply a DatabaseTarget `name` with this backend `block` (`postgres`, `sql`), open to the
+/// world's team for `allowed_roles`.
+pub async fn apply_target(
+    world: &World,
+    name: &str,
+    block: &str,
+    spec: &serde_json::Value,
+    allowed_roles: &[&str],
+) {
+    let manifest = json!({
+        "apiVersion": "dbgrant.io/v1alpha1",
+        "kind": "DatabaseTarget",
+        "metadata": {"name": name},
+        "spec": {
+            block: spec,
+            "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
+            "allowedRoles": allowed_roles,
+        },
+    });
+    dbgrant_sim::apply::apply(&world.client, &manifest, "default")
+        .await
+        .unwrap();
+}
+
+/// Wait for grant `name` to be Ready and verified by the workload signing in with its own
+/// token.
+pub async fn wait_verified(world: &World, name: &str) -> DatabaseAccessGrant {
+    let grant = world.wait_ready(name).await;
+    assert_eq!(
+        super::world::condition(&grant, "AccessVerified"),
+        Some(("True".into(), "Verified".into())),
+        "verified by the workload signing in with its own token"
+    );
+    grant
+}
