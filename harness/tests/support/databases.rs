@@ -58,9 +58,14 @@ pub async fn operator_object_id(
 }
 
 /// A grant of `role` on `target` from a namespace of another team, with a working identity
-/// of its own: waits for it to be refused (PolicyDenied, holding nothing) and returns that
-/// identity.
-pub async fn refused_grant_from_another_team(world: &World, target: &str, role: &str) -> Identity {
+/// of its own: waits for it to be refused (PolicyDenied, holding nothing), then for the same
+/// grant from the world's team (`allowed`, service account `app`) to go Ready, so the refusal
+/// was the policy's. Returns the refused identity and the allowed one.
+pub async fn refused_grant_from_another_team(
+    world: &World,
+    target: &str,
+    role: &str,
+) -> (Identity, Identity) {
     let outside = format!("{}-outside", world.team());
     dbgrant_sim::apply::apply(
         &world.client,
@@ -98,7 +103,15 @@ pub async fn refused_grant_from_another_team(world: &World, target: &str, role: 
         "nothing held: {:?}",
         denied.status
     );
-    identity
+    let app = world.workload("app").await;
+    world
+        .grant_raw(
+            "allowed",
+            json!({"serviceAccountName": "app", "target": target, "role": role}),
+        )
+        .await;
+    world.wait_ready("allowed").await;
+    (identity, app)
 }
 
 /// Delete `target`'s grants and `target` itself, and wait until they are gone (their
