@@ -15,21 +15,13 @@
 
 use std::collections::BTreeMap;
 
+mod support;
+
 use base64::Engine as _;
 use dbgrant::api::{PostgresRole, PostgresTarget};
-use dbgrant::azure::{AzureArgs, OperatorCredential, credential, pipeline};
 use dbgrant::backend::postgres::PostgresBackend;
-use dbgrant::backend::{Access, Backend, TokenScope};
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-#[derive(clap::Parser)]
-struct FromEnv {
-    #[command(flatten)]
-    azure: AzureArgs,
-}
+use dbgrant::backend::{Access, TokenScope};
+use support::real_server::{env, grant_verify_revoke, operator, skip, workload_token};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_flexible_server_grants_verifies_and_revokes() {
@@ -51,17 +43,11 @@ async fn a_real_flexible_server_grants_verifies_and_revokes() {
         env("AZURE_TENANT_ID"),
     )
     else {
-        println!("skipped: no real server configured");
-        eprintln!("skipped: no real server configured (see tests/postgres_real_server.rs)");
+        skip("see tests/postgres_real_server.rs");
         return;
     };
     let port = env("DBGRANT_PG_PORT").map_or(5432, |p| p.parse().expect("DBGRANT_PG_PORT"));
-    let config = <FromEnv as clap::Parser>::try_parse_from(["real"])
-        .expect("the Azure variables parse")
-        .azure
-        .to_config(Some(&tenant))
-        .expect("the operator's Azure variables are complete");
-    let backends = dbgrant::backends_for(config.clone(), None).await.unwrap();
+    let (config, backends) = operator(&tenant).await;
     let target = PostgresTarget {
         server,
         port,
@@ -80,19 +66,14 @@ async fn a_real_flexible_server_grants_verifies_and_revokes() {
     let backend = PostgresBackend::new("real", target, backends.postgres.clone());
 
     // The workload's own token for PostgreSQL, and its object id from it.
-    let workload = credential::build(
-        &OperatorCredential::ClientSecret {
-            client_id,
-            client_secret,
-        },
+    let token = workload_token(
+        &config,
         &tenant,
-        &config.authority_host,
-        pipeline::transport(config.extra_ca_pem.as_deref()).unwrap(),
-        None,
+        &client_id,
+        client_secret,
+        &TokenScope::PostgreSql,
     )
-    .unwrap();
-    let scope = config.cloud.scope(&TokenScope::PostgreSql);
-    let token = workload.get_token(&[&scope], None).await.unwrap().token;
+    .await;
     let payload = token.secret().split('.').nth(1).expect("a JWT");
     let claims: serde_json::Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -108,15 +89,6 @@ async fn a_real_flexible_server_grants_verifies_and_revokes() {
         client_id: None,
     };
 
-    let endpoint = backend.prepare().await.unwrap();
-    let holding = backend.holding_for(&access).unwrap();
-    backend.grant(&holding).await.unwrap();
-    assert!(backend.list_owned().await.unwrap().contains(&holding));
-    assert!(
-        backend.probe(&endpoint, &access, &token).await.unwrap(),
-        "the workload signs in with its own token and is a member"
-    );
-    assert!(backend.revoke(&holding.id).await.unwrap());
-    assert!(!backend.list_owned().await.unwrap().contains(&holding));
+    let endpoint = grant_verify_revoke(&backend, &access, &token, "is a member").await;
     println!("real server {endpoint}: granted, verified, revoked");
 }

@@ -20,21 +20,13 @@
 //! `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, optionally `AZURE_CLOUD` and the rest); the
 //! operator must be the server's Entra admin or db_owner in the database.
 
+mod support;
+
 use dbgrant::api::SqlTarget;
-use dbgrant::azure::{AzureArgs, OperatorCredential, credential, pipeline};
 use dbgrant::backend::sql::SqlBackend;
 use dbgrant::backend::{Access, Backend, TokenScope};
 use serde_json::json;
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-#[derive(clap::Parser)]
-struct FromEnv {
-    #[command(flatten)]
-    azure: AzureArgs,
-}
+use support::real_server::{env, grant_verify_revoke, operator, skip, workload_token};
 
 /// Prepare, grant, verify and revoke on the server `prefix`'s variables name, as `kind`.
 async fn grants_verifies_and_revokes(prefix: &str, kind: &str) {
@@ -46,19 +38,13 @@ async fn grants_verifies_and_revokes(prefix: &str, kind: &str) {
         env("DBGRANT_SQL_WORKLOAD_CLIENT_SECRET"),
         env("AZURE_TENANT_ID"),
     ) else {
-        println!("skipped: no real server configured");
-        eprintln!(
-            "skipped: no real server configured ({prefix}_SERVER and the rest; see tests/sql_real_server.rs)"
-        );
+        skip(&format!(
+            "{prefix}_SERVER and the rest; see tests/sql_real_server.rs"
+        ));
         return;
     };
     let port: u16 = var("PORT").map_or(1433, |p| p.parse().expect("a port number"));
-    let config = <FromEnv as clap::Parser>::try_parse_from(["real"])
-        .expect("the Azure variables parse")
-        .azure
-        .to_config(Some(&tenant))
-        .expect("the operator's Azure variables are complete");
-    let backends = dbgrant::backends_for(config.clone(), None).await.unwrap();
+    let (config, backends) = operator(&tenant).await;
     let mut spec = json!({
         "kind": kind,
         "server": server,
@@ -74,19 +60,14 @@ async fn grants_verifies_and_revokes(prefix: &str, kind: &str) {
     let backend = SqlBackend::new("real", target, backends.sql.clone());
 
     // The workload's own token for Azure SQL.
-    let workload = credential::build(
-        &OperatorCredential::ClientSecret {
-            client_id: client_id.clone(),
-            client_secret,
-        },
+    let token = workload_token(
+        &config,
         &tenant,
-        &config.authority_host,
-        pipeline::transport(config.extra_ca_pem.as_deref()).unwrap(),
-        None,
+        &client_id,
+        client_secret,
+        &TokenScope::AzureSql,
     )
-    .unwrap();
-    let scope = config.cloud.scope(&TokenScope::AzureSql);
-    let token = workload.get_token(&[&scope], None).await.unwrap().token;
+    .await;
     let claims = dbgrant::azure::entra::read_claims(token.secret()).expect("a JWT");
     let access = Access {
         principal_id: claims.oid,
@@ -96,16 +77,7 @@ async fn grants_verifies_and_revokes(prefix: &str, kind: &str) {
         client_id: Some(client_id),
     };
 
-    let endpoint = backend.prepare().await.unwrap();
-    let holding = backend.holding_for(&access).unwrap();
-    backend.grant(&holding).await.unwrap();
-    assert!(backend.list_owned().await.unwrap().contains(&holding));
-    assert!(
-        backend.probe(&endpoint, &access, &token).await.unwrap(),
-        "the workload signs in with its own token and is in db_datareader"
-    );
-    assert!(backend.revoke(&holding.id).await.unwrap());
-    assert!(!backend.list_owned().await.unwrap().contains(&holding));
+    let endpoint = grant_verify_revoke(&backend, &access, &token, "is in db_datareader").await;
     assert!(
         !backend.probe(&endpoint, &access, &token).await.unwrap(),
         "the user is gone: the workload's sign-in is refused"

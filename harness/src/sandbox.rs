@@ -92,6 +92,23 @@ impl Drop for TokenRotation {
     }
 }
 
+/// The first `DatabaseTarget` of `manifests` with a `spec.{block}` (`postgres`, `sql`): its
+/// manifest (for pointing it elsewhere), its name, and a copy of that block.
+fn first_target<'a>(
+    manifests: &'a mut [Value],
+    block: &str,
+) -> Option<(&'a mut Value, String, Value)> {
+    let manifest = manifests
+        .iter_mut()
+        .find(|m| m["kind"] == "DatabaseTarget" && m["spec"][block].is_object())?;
+    let target = manifest["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let spec = manifest["spec"][block].clone();
+    Some((manifest, target, spec))
+}
+
 /// The pieces of an ARM id `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type}/{name}`.
 fn arm_parts(id: &str) -> Option<(String, String, String)> {
     let parts: Vec<&str> = id.trim_matches('/').split('/').collect();

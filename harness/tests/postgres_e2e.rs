@@ -26,21 +26,19 @@ mod support;
 
 use std::time::Duration;
 
-use dbgrant::api::{DatabaseAccessGrant, DatabaseTarget, Reason};
-use dbgrant::azure::OperatorCredential;
+use dbgrant::api::{DatabaseTarget, Reason};
 use dbgrant_sim::azure::ControlPlaneRole;
 use dbgrant_sim::postgres::{AUDIENCE, Front, RealPostgres, literal};
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::Api;
 use serde_json::json;
-use support::world::{World, WorldOptions, is_ready, ready_reason};
+use support::databases::{
+    apply_target, env, operator_object_id, refused_grant_from_another_team, remove_target,
+    trust_and_port, wait_verified,
+};
+use support::world::{World, WorldOptions};
 
 /// The role name of the operator's Entra admin role on the simulated server.
 const OPERATOR_ROLE: &str = "dbgrant";
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
 
 /// Where the server is and how the tests reach its catalogue.
 enum Server {
@@ -125,37 +123,12 @@ impl Postgres {
     /// the login roles of `principals` (retained ones). In-process, dropping the server does.
     async fn finish(self, world: World, principals: &[&str]) {
         if let Server::Remote { .. } = &self.server {
-            let grants: Api<DatabaseAccessGrant> = Api::all(world.client.clone());
-            let mine = |g: &DatabaseAccessGrant| g.spec.target == self.target;
-            for grant in grants.list(&ListParams::default()).await.unwrap().items {
-                if mine(&grant) {
-                    let api: Api<DatabaseAccessGrant> = Api::namespaced(
-                        world.client.clone(),
-                        &grant.namespace().unwrap_or_default(),
-                    );
-                    let _ = api
-                        .delete(&grant.name_any(), &DeleteParams::default())
-                        .await;
-                }
-            }
-            let targets: Api<DatabaseTarget> = Api::all(world.client.clone());
-            let _ = targets.delete(&self.target, &DeleteParams::default()).await;
-            world
-                .eventually(
-                    "the PostgreSQL grants and target gone",
-                    Duration::from_secs(60),
-                    || {
-                        let (grants, targets) = (grants.clone(), targets.clone());
-                        let target = self.target.clone();
-                        async move {
-                            let left = grants.list(&ListParams::default()).await.ok()?;
-                            let gone = !left.items.iter().any(|g| g.spec.target == target)
-                                && targets.get_opt(&target).await.ok()?.is_none();
-                            gone.then_some(())
-                        }
-                    },
-                )
-                .await;
+            remove_target(
+                &world,
+                &self.target,
+                "the PostgreSQL grants and target gone",
+            )
+            .await;
         }
         // The operator stops first: its pooled sessions would hold the database open.
         world.finish().await;
@@ -206,42 +179,6 @@ fn can_run(test: &str) -> bool {
     true
 }
 
-/// The operator's object id: its own token for PostgreSQL, read by azure-sim's check.
-async fn operator_object_id(world: &World, config: &dbgrant::azure::AzureConfig) -> String {
-    let azure = &world.sims().expect("simulated").azure;
-    let OperatorCredential::ClientSecret {
-        client_id,
-        client_secret,
-    } = &config.credential
-    else {
-        panic!("the simulated operator signs in with a client secret");
-    };
-    let http = dbgrant_sim::tls::https_client(&azure.ca_pem()).unwrap();
-    // Only the scope needs escaping: ids and secrets are hex and dashes.
-    let scope = format!("{AUDIENCE}/.default")
-        .replace(':', "%3A")
-        .replace('/', "%2F");
-    let reply: serde_json::Value = http
-        .post(format!(
-            "{}{}/oauth2/v2.0/token",
-            azure.authority_host(),
-            azure.tenant_id()
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}&scope={scope}"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = reply["access_token"].as_str().expect("a token");
-    let claims = azure.verifier_for(AUDIENCE)(token).unwrap();
-    claims["oid"].as_str().expect("an oid").to_string()
-}
-
 /// The server (started here, or the one the variables name), the operator trusting its TLS
 /// and made (or found) one of its Entra admins, this test's database and roles, and a
 /// DatabaseTarget on them allowing `allowed_roles`.
@@ -254,14 +191,7 @@ async fn postgres(world: &mut World, allowed_roles: &[&str]) -> Postgres {
         .is_some()
     {
         let need = |n: &str| env(n).unwrap_or_else(|| panic!("{n} must be set"));
-        if let Some(file) = env("DBGRANT_E2E_POSTGRES_CA_FILE") {
-            let pem = std::fs::read_to_string(&file)
-                .unwrap_or_else(|e| panic!("reading DBGRANT_E2E_POSTGRES_CA_FILE {file}: {e}"));
-            world.restart_operator_trusting(&pem).await;
-        }
-        let port: u16 = env("DBGRANT_E2E_POSTGRES_PORT").map_or(5432, |p| {
-            p.parse().expect("DBGRANT_E2E_POSTGRES_PORT is a port")
-        });
+        let port = trust_and_port(world, "DBGRANT_E2E_POSTGRES", 5432).await;
         (
             Server::Remote {
                 admin_dsn: need("DBGRANT_E2E_POSTGRES_ADMIN_DSN"),
@@ -284,7 +214,8 @@ async fn postgres(world: &mut World, allowed_roles: &[&str]) -> Postgres {
             .verifier_for(AUDIENCE);
         let front = pg.front(pg.token_check(move |t| verify(t))).await.unwrap();
         let config = world.restart_operator_trusting(&front.ca_pem).await;
-        let operator = operator_object_id(world, &config).await;
+        let operator =
+            operator_object_id(world, &config, &format!("{AUDIENCE}/.default"), AUDIENCE).await;
         pg.create_entra_admin(OPERATOR_ROLE, &operator).unwrap();
         // The flexible server's ARM side: the operator one of its Entra admins, allowed to
         // read them (the target's serverResourceId check).
@@ -350,31 +281,9 @@ async fn postgres(world: &mut World, allowed_roles: &[&str]) -> Postgres {
     if let Some(server_id) = server_id {
         spec["serverResourceId"] = json!(server_id);
     }
-    pg.spec = spec.clone();
-    let manifest = json!({
-        "apiVersion": "dbgrant.io/v1alpha1",
-        "kind": "DatabaseTarget",
-        "metadata": {"name": target},
-        "spec": {
-            "postgres": spec,
-            "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
-            "allowedRoles": allowed_roles,
-        },
-    });
-    dbgrant_sim::apply::apply(&world.client, &manifest, "default")
-        .await
-        .unwrap();
+    apply_target(world, &target, "postgres", &spec, allowed_roles).await;
+    pg.spec = spec;
     pg
-}
-
-fn condition(grant: &DatabaseAccessGrant, type_: &str) -> Option<(String, String)> {
-    grant
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,12 +301,7 @@ async fn a_postgres_grant_goes_ready_verified_follows_its_role_and_is_dropped_or
             json!({"serviceAccountName": "app", "target": pg.target, "role": "reader"}),
         )
         .await;
-    let grant = world.wait_ready("orders").await;
-    assert_eq!(
-        condition(&grant, "AccessVerified"),
-        Some(("True".into(), "Verified".into())),
-        "verified by the workload signing in with its own token"
-    );
+    wait_verified(&world, "orders").await;
     assert!(pg.login_exists(&app.principal_id));
     assert!(pg.is_member(&app.principal_id, &pg.reader));
     assert!(!pg.is_member(&app.principal_id, &pg.writer));
@@ -451,53 +355,8 @@ async fn a_grant_from_a_namespace_the_postgres_target_refuses_never_reaches_the_
     }
     let mut world = World::start("pg-refused", WorldOptions::default()).await;
     let pg = postgres(&mut world, &["reader"]).await;
-    // A namespace of another team, with a working identity of its own.
-    let outside = format!("{}-outside", world.team());
-    dbgrant_sim::apply::apply(
-        &world.client,
-        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": outside, "labels": {"dbgrant.io/team": "someone-else"}}}),
-        "default",
-    )
-    .await
-    .unwrap();
-    let identity = world.identity("outsider").await;
-    world.federate_in(&identity, &outside, "app").await;
-    world
-        .service_account_in(&outside, "app", Some(&identity.client_id))
-        .await;
-    let grants: Api<DatabaseAccessGrant> = Api::namespaced(world.client.clone(), &outside);
-    dbgrant_sim::apply::apply(
-        &world.client,
-        &json!({"apiVersion": "dbgrant.io/v1alpha1", "kind": "DatabaseAccessGrant", "metadata": {"name": "sneaky", "namespace": outside}, "spec": {"serviceAccountName": "app", "target": pg.target, "role": "reader"}}),
-        &outside,
-    )
-    .await
-    .unwrap();
-    let denied = world
-        .eventually("PolicyDenied", Duration::from_secs(20), || {
-            let grants = grants.clone();
-            async move {
-                let grant = grants.get_opt("sneaky").await.ok().flatten()?;
-                (ready_reason(&grant).as_deref() == Some(Reason::PolicyDenied.as_str())
-                    && !is_ready(&grant))
-                .then_some(grant)
-            }
-        })
-        .await;
-    assert!(
-        denied.status.as_ref().is_none_or(|s| s.held.is_empty()),
-        "nothing held: {:?}",
-        denied.status
-    );
-    // An allowed grant on the same target goes through, so the refusal was the policy's.
-    let app = world.workload("app").await;
-    world
-        .grant_raw(
-            "allowed",
-            json!({"serviceAccountName": "app", "target": pg.target, "role": "reader"}),
-        )
-        .await;
-    world.wait_ready("allowed").await;
+    // The team's own grant on the same target goes through, so the refusal was the policy's.
+    let (identity, app) = refused_grant_from_another_team(&world, &pg.target, "reader").await;
     assert!(pg.is_member(&app.principal_id, &pg.reader));
     assert_eq!(
         pg.principals_of(&identity.principal_id),
@@ -518,6 +377,23 @@ async fn target_ready(world: &World, name: &str) -> Option<(String, String, Stri
         .into_iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| (c.status, c.reason, c.message))
+}
+
+/// The target's Ready condition once its status is `status` (`what` names the wait).
+async fn target_ready_becomes(
+    world: &World,
+    name: &str,
+    status: &str,
+    what: &str,
+    limit: Duration,
+) -> (String, String, String) {
+    world
+        .eventually(what, limit, || async move {
+            target_ready(world, name)
+                .await
+                .filter(|(now, _, _)| now == status)
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,35 +418,16 @@ async fn a_target_whose_server_lacks_the_operator_as_entra_admin_says_how_to_add
     azure.assign_control_plane_role(&operator, &server, ControlPlaneRole::Reader);
     let mut spec = pg.spec.clone();
     spec["serverResourceId"] = json!(server);
-    let bare = json!({
-        "apiVersion": "dbgrant.io/v1alpha1",
-        "kind": "DatabaseTarget",
-        "metadata": {"name": format!("{}-bare", pg.target)},
-        "spec": {
-            "postgres": spec,
-            "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
-            "allowedRoles": ["reader"],
-        },
-    });
-    dbgrant_sim::apply::apply(&world.client, &bare, "default")
-        .await
-        .unwrap();
     let name = format!("{}-bare", pg.target);
-    let (_, reason, message) = world
-        .eventually(
-            "the bare server's target not prepared",
-            Duration::from_secs(20),
-            || {
-                let world = &world;
-                let name = name.clone();
-                async move {
-                    target_ready(world, &name)
-                        .await
-                        .filter(|(status, _, _)| status == "False")
-                }
-            },
-        )
-        .await;
+    apply_target(&world, &name, "postgres", &spec, &["reader"]).await;
+    let (_, reason, message) = target_ready_becomes(
+        &world,
+        &name,
+        "False",
+        "the bare server's target not prepared",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(reason, Reason::TargetNotPrepared.as_str(), "{message}");
     assert!(
         message.contains("az postgres flexible-server microsoft-entra-admin create --resource-group e2e --server-name bare-pg --display-name dbgrant"),
@@ -584,20 +441,13 @@ async fn a_target_whose_server_lacks_the_operator_as_entra_admin_says_how_to_add
     azure
         .add_postgres_administrator(&server, &operator, OPERATOR_ROLE, "ServicePrincipal")
         .unwrap();
-    world
-        .eventually(
-            "the bare server's target Ready",
-            Duration::from_secs(30),
-            || {
-                let world = &world;
-                let name = name.clone();
-                async move {
-                    target_ready(world, &name)
-                        .await
-                        .filter(|(status, _, _)| status == "True")
-                }
-            },
-        )
-        .await;
+    target_ready_becomes(
+        &world,
+        &name,
+        "True",
+        "the bare server's target Ready",
+        Duration::from_secs(30),
+    )
+    .await;
     pg.finish(world, &[]).await;
 }

@@ -26,24 +26,22 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbgrant::api::{DatabaseAccessGrant, DatabaseTarget, Reason, SqlTarget};
+use dbgrant::api::SqlTarget;
 use dbgrant::azure::OperatorCredential;
 use dbgrant::backend::sql::{SqlBackend, SqlClients, tsql};
 use dbgrant::backend::{Access, Backend};
 use dbgrant_sim::azure::ControlPlaneRole;
 use dbgrant_sim::sql::{AUDIENCE, AUDIENCES, SqlServer, Value};
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
-use support::world::{World, WorldOptions, is_ready, ready_reason};
+use support::databases::{
+    apply_target, env, operator_object_id, refused_grant_from_another_team, remove_target,
+    trust_and_port, wait_verified,
+};
+use support::world::{World, WorldOptions};
 use uuid::Uuid;
 
 /// The database of the in-process stand-in.
 const LOCAL_DATABASE: &str = "appdb";
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
 
 /// Where the server is.
 enum Server {
@@ -140,36 +138,7 @@ impl Sql {
     /// stand-in does.
     async fn finish(self, world: World, retained: &[(&str, &str)]) {
         if let Server::Remote(clients) = &self.server {
-            let grants: Api<DatabaseAccessGrant> = Api::all(world.client.clone());
-            for grant in grants.list(&ListParams::default()).await.unwrap().items {
-                if grant.spec.target == self.target {
-                    let api: Api<DatabaseAccessGrant> = Api::namespaced(
-                        world.client.clone(),
-                        &grant.namespace().unwrap_or_default(),
-                    );
-                    let _ = api
-                        .delete(&grant.name_any(), &DeleteParams::default())
-                        .await;
-                }
-            }
-            let targets: Api<DatabaseTarget> = Api::all(world.client.clone());
-            let _ = targets.delete(&self.target, &DeleteParams::default()).await;
-            world
-                .eventually(
-                    "the SQL grants and target gone",
-                    Duration::from_secs(60),
-                    || {
-                        let (grants, targets) = (grants.clone(), targets.clone());
-                        let target = self.target.clone();
-                        async move {
-                            let left = grants.list(&ListParams::default()).await.ok()?;
-                            let gone = !left.items.iter().any(|g| g.spec.target == target)
-                                && targets.get_opt(&target).await.ok()?.is_none();
-                            gone.then_some(())
-                        }
-                    },
-                )
-                .await;
+            remove_target(&world, &self.target, "the SQL grants and target gone").await;
             let spec: SqlTarget = serde_json::from_value(self.spec.clone()).unwrap();
             let backend = SqlBackend::new(&self.target, spec, clients.clone());
             for (client_id, role) in retained {
@@ -206,54 +175,13 @@ fn can_run(test: &str) -> bool {
     true
 }
 
-/// The operator's object id: its own token for Azure SQL, read by azure-sim's check.
-async fn operator_object_id(world: &World, config: &dbgrant::azure::AzureConfig) -> String {
-    let azure = &world.sims().expect("simulated").azure;
-    let OperatorCredential::ClientSecret {
-        client_id,
-        client_secret,
-    } = &config.credential
-    else {
-        panic!("the simulated operator signs in with a client secret");
-    };
-    let http = dbgrant_sim::tls::https_client(&azure.ca_pem()).unwrap();
-    let form = format!(
-        "grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}&scope={}",
-        "https%3A%2F%2Fdatabase.windows.net%2F.default"
-    );
-    let reply: serde_json::Value = http
-        .post(format!(
-            "{}{}/oauth2/v2.0/token",
-            azure.authority_host(),
-            azure.tenant_id()
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = reply["access_token"].as_str().expect("a token");
-    let claims = azure.verifier_for(AUDIENCE)(token).unwrap();
-    claims["oid"].as_str().expect("an oid").to_string()
-}
-
 /// The server (started here, or the one the variables name), the operator trusting its TLS
 /// and its Entra admin (in ARM as well, when the target names the server's ARM id), and a
 /// DatabaseTarget on its database allowing `allowed_roles`.
 async fn sql(world: &mut World, allowed_roles: &[&str]) -> Sql {
     let (server, host, port, database, server_id) = if env("DBGRANT_E2E_KUBECONFIG").is_some() {
         let need = |n: &str| env(n).unwrap_or_else(|| panic!("{n} must be set"));
-        if let Some(file) = env("DBGRANT_E2E_SQL_CA_FILE") {
-            let pem = std::fs::read_to_string(&file)
-                .unwrap_or_else(|e| panic!("reading DBGRANT_E2E_SQL_CA_FILE {file}: {e}"));
-            world.restart_operator_trusting(&pem).await;
-        }
-        let port: u16 = env("DBGRANT_E2E_SQL_PORT").map_or(1433, |p| {
-            p.parse().expect("DBGRANT_E2E_SQL_PORT is a port number")
-        });
+        let port = trust_and_port(world, "DBGRANT_E2E_SQL", 1433).await;
         // The tests' principal reads the catalogue as the operator signs in: same settings.
         let clients = dbgrant::backends_for(world.operator_config().clone(), None)
             .await
@@ -280,7 +208,13 @@ async fn sql(world: &mut World, allowed_roles: &[&str]) -> Sql {
         };
         // The engine knows an application admin by its client id, ARM by its object id.
         server.set_entra_admin("dbgrant-operator", uuid(client_id));
-        let object_id = operator_object_id(world, &config).await;
+        let object_id = operator_object_id(
+            world,
+            &config,
+            "https://database.windows.net/.default",
+            AUDIENCE,
+        )
+        .await;
         let azure = &world.sims().expect("simulated").azure;
         let server_id = azure.create_sql_server(
             &Uuid::new_v4().to_string(),
@@ -317,19 +251,7 @@ async fn sql(world: &mut World, allowed_roles: &[&str]) -> Sql {
     if let Some(id) = server_id {
         spec["serverResourceId"] = json!(id);
     }
-    let manifest = json!({
-        "apiVersion": "dbgrant.io/v1alpha1",
-        "kind": "DatabaseTarget",
-        "metadata": {"name": target},
-        "spec": {
-            "sql": spec,
-            "allowedNamespaces": {"matchLabels": {"dbgrant.io/team": world.team()}},
-            "allowedRoles": allowed_roles,
-        },
-    });
-    dbgrant_sim::apply::apply(&world.client, &manifest, "default")
-        .await
-        .unwrap();
+    apply_target(world, &target, "sql", &spec, allowed_roles).await;
     Sql {
         server,
         target,
@@ -338,16 +260,6 @@ async fn sql(world: &mut World, allowed_roles: &[&str]) -> Sql {
         port,
         database,
     }
-}
-
-fn condition(grant: &DatabaseAccessGrant, type_: &str) -> Option<(String, String)> {
-    grant
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,12 +276,7 @@ async fn a_sql_grant_goes_ready_verified_follows_its_role_and_is_dropped_or_reta
             json!({"serviceAccountName": "app", "target": sql.target, "role": "analyst"}),
         )
         .await;
-    let grant = world.wait_ready("orders").await;
-    assert_eq!(
-        condition(&grant, "AccessVerified"),
-        Some(("True".into(), "Verified".into())),
-        "verified by the workload signing in with its own token"
-    );
+    wait_verified(&world, "orders").await;
     if let Some(server) = sql.local() {
         // The workload itself signed in (its token's appid is its client id) and was let in.
         assert!(
@@ -437,53 +344,8 @@ async fn a_grant_from_a_namespace_the_sql_target_refuses_never_reaches_the_serve
     }
     let mut world = World::start("sql-refused", WorldOptions::default()).await;
     let sql = sql(&mut world, &["analyst"]).await;
-    // A namespace of another team, with a working identity of its own.
-    let outside = format!("{}-outside", world.team());
-    dbgrant_sim::apply::apply(
-        &world.client,
-        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": outside, "labels": {"dbgrant.io/team": "someone-else"}}}),
-        "default",
-    )
-    .await
-    .unwrap();
-    let identity = world.identity("outsider").await;
-    world.federate_in(&identity, &outside, "app").await;
-    world
-        .service_account_in(&outside, "app", Some(&identity.client_id))
-        .await;
-    let grants: Api<DatabaseAccessGrant> = Api::namespaced(world.client.clone(), &outside);
-    dbgrant_sim::apply::apply(
-        &world.client,
-        &json!({"apiVersion": "dbgrant.io/v1alpha1", "kind": "DatabaseAccessGrant", "metadata": {"name": "sneaky", "namespace": outside}, "spec": {"serviceAccountName": "app", "target": sql.target, "role": "analyst"}}),
-        &outside,
-    )
-    .await
-    .unwrap();
-    let denied = world
-        .eventually("PolicyDenied", Duration::from_secs(20), || {
-            let grants = grants.clone();
-            async move {
-                let grant = grants.get_opt("sneaky").await.ok().flatten()?;
-                (ready_reason(&grant).as_deref() == Some(Reason::PolicyDenied.as_str())
-                    && !is_ready(&grant))
-                .then_some(grant)
-            }
-        })
-        .await;
-    assert!(
-        denied.status.as_ref().is_none_or(|s| s.held.is_empty()),
-        "nothing held: {:?}",
-        denied.status
-    );
-    // An allowed grant on the same target goes through, so the refusal was the policy's.
-    let app = world.workload("app").await;
-    world
-        .grant_raw(
-            "allowed",
-            json!({"serviceAccountName": "app", "target": sql.target, "role": "analyst"}),
-        )
-        .await;
-    world.wait_ready("allowed").await;
+    // The team's own grant on the same target goes through, so the refusal was the policy's.
+    let (identity, app) = refused_grant_from_another_team(&world, &sql.target, "analyst").await;
     assert_eq!(sql.roles_of(&app.client_id).await, ["db_datareader"]);
     if let Some(server) = sql.local() {
         // The stand-in never saw the refused grant's identity: no statement named it, no

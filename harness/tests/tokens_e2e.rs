@@ -20,7 +20,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use support::world::{World, WorldOptions, is_ready};
+use support::world::{World, WorldOptions, condition, is_ready};
 
 /// Lifetime of the simulated Entra tokens in tests that watch refreshes.
 const SHORT_LIFETIME: Duration = Duration::from_secs(700);
@@ -210,17 +210,6 @@ async fn wait_gone(world: &World, name: &str) {
             || async { matches!(api.get_opt(name).await, Ok(None)).then_some(()) },
         )
         .await;
-}
-
-/// `(status, reason)` of condition `type_`.
-fn condition_of(grant: &DatabaseAccessGrant, type_: &str) -> Option<(String, String)> {
-    grant
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 /// Whether the grant's status was computed from its current generation.
@@ -550,7 +539,7 @@ async fn a_foreign_secret_of_the_same_name_is_never_adopted_written_or_deleted()
 
     let conflict = |g: &DatabaseAccessGrant| {
         current(g)
-            && condition_of(g, "TokenProjected")
+            && condition(g, "TokenProjected")
                 == Some(("False".into(), Reason::SecretConflict.as_str().into()))
     };
     world
@@ -677,7 +666,7 @@ async fn refreshes_go_on_while_arm_fails_and_an_entra_outage_serves_no_expired_t
             .verify_access_token(&h.token, COSMOS_AUDIENCE)
             .expect("the token served is valid");
         let grant = world.grants().get("g").await.unwrap();
-        let token = condition_of(&grant, "TokenProjected").unwrap();
+        let token = condition(&grant, "TokenProjected").unwrap();
         assert_eq!(token.0, "True", "TokenProjected stays True: {token:?}");
         delayed |= token.1 == Reason::RefreshDelayed.as_str();
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -703,7 +692,7 @@ async fn refreshes_go_on_while_arm_fails_and_an_entra_outage_serves_no_expired_t
     assert!(t2.expires_at > t1.expires_at);
     world
         .wait_grant("g", "TokenProjected Ready again", |g| {
-            condition_of(g, "TokenProjected") == Some(("True".into(), "Ready".into()))
+            condition(g, "TokenProjected") == Some(("True".into(), "Ready".into()))
         })
         .await;
     sims.azure.faults().clear();
@@ -875,7 +864,7 @@ async fn removing_renaming_or_deleting_deletes_the_secret_dbgrant_made() {
     let g1 = world
         .wait_grant("g1", "NotRequested", |g| {
             current(g)
-                && condition_of(g, "TokenProjected")
+                && condition(g, "TokenProjected")
                     == Some(("True".into(), Reason::NotRequested.as_str().into()))
         })
         .await;

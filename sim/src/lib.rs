@@ -8,6 +8,7 @@ pub mod azure;
 pub mod jwt;
 pub mod kube;
 pub mod postgres;
+pub mod process;
 pub mod sql;
 pub mod tls;
 

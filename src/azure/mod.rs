@@ -5,6 +5,7 @@
 //! - `cloud`: public, China, US Government and custom endpoints and audiences;
 //! - `config`: the `dbgrant run` flags and the resolved [`AzureConfig`];
 //! - `pipeline`: TLS (system roots plus an extra CA), the pipeline, the retry loop;
+//! - `admins`: the Entra administrator resource the PostgreSQL and SQL reads share;
 //! - `arm`: typed ARM calls, paging and the long-running-operation protocol;
 //! - `error`: Azure and Entra error bodies mapped to condition reasons;
 //! - `entra`: the workload identity exchange and token claims;
@@ -14,6 +15,7 @@
 //! - `postgres`: PostgreSQL flexible servers' Entra administrators (the preflight's ARM read);
 //! - `sql`: T-SQL servers' Entra admin (the SQL preflight's ARM read).
 
+mod admins;
 pub mod arm;
 pub mod cloud;
 pub mod config;

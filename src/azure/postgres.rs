@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::admins::{Administrator, naming_the_permission};
 use super::arm::Arm;
 use crate::api::Reason;
 use crate::backend::BackendError;
@@ -14,30 +15,18 @@ use crate::backend::postgres::admins::{
 /// The Microsoft.DBforPostgreSQL api-version used for flexible servers.
 pub const POSTGRES_API_VERSION: &str = "2024-08-01";
 
-/// One entry of `GET .../flexibleServers/{name}/administrators`.
-#[derive(Deserialize)]
-struct Administrator {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    properties: AdministratorProperties,
-}
-
+/// The properties of one entry of `GET .../flexibleServers/{name}/administrators`.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 struct AdministratorProperties {
-    #[serde(default)]
     principal_type: Option<String>,
-    #[serde(default)]
     principal_name: Option<String>,
-    #[serde(default)]
     object_id: Option<String>,
-    #[serde(default)]
     tenant_id: Option<String>,
 }
 
-impl From<Administrator> for EntraAdministrator {
-    fn from(a: Administrator) -> Self {
+impl From<Administrator<AdministratorProperties>> for EntraAdministrator {
+    fn from(a: Administrator<AdministratorProperties>) -> Self {
         let p = a.properties;
         Self {
             // The resource's name is the object id too; older versions may omit the property.
@@ -75,21 +64,21 @@ impl FlexibleServers for AzureFlexibleServers {
         let what = format!("listing the Microsoft Entra administrators of {server_id}");
         match self
             .arm
-            .list::<Administrator>("postgres_administrators_list", &what, url)
+            .list::<Administrator<AdministratorProperties>>(
+                "postgres_administrators_list",
+                &what,
+                url,
+            )
             .await
         {
             Ok(listed) => Ok(Administrators::Listed(
                 listed.into_iter().map(EntraAdministrator::from).collect(),
             )),
             Err(error) if error.is_not_found() => Ok(Administrators::ServerNotFound),
-            Err(mut error) if error.reason == Reason::AzureForbidden => {
-                error.message = format!(
-                    "{}; the operator needs Microsoft.DBforPostgreSQL/flexibleServers/administrators/read on the server (Reader does)",
-                    error.message
-                );
-                Err(error)
-            }
-            Err(error) => Err(error),
+            Err(error) => Err(naming_the_permission(
+                error,
+                "Microsoft.DBforPostgreSQL/flexibleServers/administrators/read on the server (Reader does)",
+            )),
         }
     }
 }

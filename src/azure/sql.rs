@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 
+use super::admins::{Administrator, naming_the_permission};
 use super::arm::Arm;
 use crate::api::Reason;
 use crate::backend::BackendError;
@@ -15,41 +16,30 @@ pub const SQL_API_VERSION: &str = "2023-08-01";
 /// The Microsoft.Synapse api-version used for workspaces.
 pub const SYNAPSE_API_VERSION: &str = "2021-06-01";
 
-/// One Entra administrator resource, as all three kinds return it.
-#[derive(Deserialize)]
-struct Administrator {
-    #[serde(default)]
-    properties: AdministratorProperties,
-}
-
+/// The properties of an administrator resource, as all three kinds return it.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 struct AdministratorProperties {
-    #[serde(default)]
     administrator_type: Option<String>,
-    #[serde(default)]
     login: Option<String>,
-    #[serde(default)]
     sid: Option<String>,
-    #[serde(default)]
     tenant_id: Option<String>,
-    #[serde(default, rename = "azureADOnlyAuthentication")]
+    #[serde(rename = "azureADOnlyAuthentication")]
     azure_ad_only_authentication: Option<bool>,
 }
 
-impl Administrator {
+impl AdministratorProperties {
     /// The Entra admin it describes; `None` for another type of administrator.
     fn entra(self) -> Option<EntraAdmin> {
-        let p = self.properties;
-        let entra = p
+        let entra = self
             .administrator_type
             .as_deref()
             .is_none_or(|t| t.eq_ignore_ascii_case("ActiveDirectory"));
-        (entra && p.sid.is_some()).then(|| EntraAdmin {
-            login: p.login.unwrap_or_default(),
-            sid: p.sid.unwrap_or_default(),
-            tenant_id: p.tenant_id.unwrap_or_default(),
-            azure_ad_only: p.azure_ad_only_authentication,
+        (entra && self.sid.is_some()).then(|| EntraAdmin {
+            login: self.login.unwrap_or_default(),
+            sid: self.sid.unwrap_or_default(),
+            tenant_id: self.tenant_id.unwrap_or_default(),
+            azure_ad_only: self.azure_ad_only_authentication,
         })
     }
 }
@@ -72,10 +62,17 @@ impl AzureSqlServers {
         )?;
         if let Some(found) = self
             .arm
-            .get_optional::<Administrator>("synapse_administrator_get", what, url)
+            .get_optional::<Administrator<AdministratorProperties>>(
+                "synapse_administrator_get",
+                what,
+                url,
+            )
             .await?
         {
-            return Ok(found.entra().map_or(ServerAdmin::NotSet, ServerAdmin::Set));
+            return Ok(found
+                .properties
+                .entra()
+                .map_or(ServerAdmin::NotSet, ServerAdmin::Set));
         }
         // A workspace without an admin and a missing workspace both answer 404 there.
         let url = self.arm.url(server_id, SYNAPSE_API_VERSION)?;
@@ -111,36 +108,35 @@ impl SqlServers for AzureSqlServers {
                     .url(&format!("{server_id}/administrators"), SQL_API_VERSION)?;
                 match self
                     .arm
-                    .list::<Administrator>("sql_administrators_list", &what, url)
+                    .list::<Administrator<AdministratorProperties>>(
+                        "sql_administrators_list",
+                        &what,
+                        url,
+                    )
                     .await
                 {
                     Ok(listed) => Ok(listed
                         .into_iter()
-                        .find_map(Administrator::entra)
+                        .find_map(|a| a.properties.entra())
                         .map_or(ServerAdmin::NotSet, ServerAdmin::Set)),
                     Err(error) if error.is_not_found() => Ok(ServerAdmin::ServerNotFound),
                     Err(error) => Err(error),
                 }
             }
         };
-        read.map_err(|mut error| {
-            if error.reason == Reason::AzureForbidden {
-                let action = match kind {
-                    ServerKind::Server => "Microsoft.Sql/servers/administrators/read",
-                    ServerKind::ManagedInstance => {
-                        "Microsoft.Sql/managedInstances/administrators/read"
-                    }
-                    ServerKind::SynapseWorkspace => {
-                        "Microsoft.Synapse/workspaces/administrators/read"
-                    }
-                };
-                error.message = format!(
-                    "{}; the operator needs {action} on the {} (Reader does), or remove spec.sql.serverResourceId to skip this check",
-                    error.message,
+        let action = match kind {
+            ServerKind::Server => "Microsoft.Sql/servers/administrators/read",
+            ServerKind::ManagedInstance => "Microsoft.Sql/managedInstances/administrators/read",
+            ServerKind::SynapseWorkspace => "Microsoft.Synapse/workspaces/administrators/read",
+        };
+        read.map_err(|error| {
+            naming_the_permission(
+                error,
+                &format!(
+                    "{action} on the {} (Reader does), or remove spec.sql.serverResourceId to skip this check",
                     kind.noun()
-                );
-            }
-            error
+                ),
+            )
         })
     }
 }

@@ -3,6 +3,7 @@
 //! controllers never see HTTP and tests can swap the implementation.
 
 pub mod cosmos;
+pub mod entra_admin;
 mod ids;
 pub mod operator_token;
 pub mod postgres;

@@ -87,17 +87,9 @@ pub async fn start(
     state_dir: &Path,
     operator_principal: &str,
 ) -> anyhow::Result<Option<SandboxPostgres>> {
-    let Some(manifest) = manifests
-        .iter_mut()
-        .find(|m| m["kind"] == "DatabaseTarget" && m["spec"]["postgres"].is_object())
-    else {
+    let Some((manifest, target, spec)) = super::first_target(manifests, "postgres") else {
         return Ok(None);
     };
-    let target = manifest["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let spec = manifest["spec"]["postgres"].clone();
     let admin_role = spec["adminRole"]
         .as_str()
         .context("the PostgreSQL target names no adminRole")?

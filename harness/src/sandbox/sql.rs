@@ -46,17 +46,9 @@ pub async fn start(
     operator_client_id: &str,
     operator_principal: &str,
 ) -> anyhow::Result<Option<SandboxSql>> {
-    let Some(manifest) = manifests
-        .iter_mut()
-        .find(|m| m["kind"] == "DatabaseTarget" && m["spec"]["sql"].is_object())
-    else {
+    let Some((manifest, target, spec)) = super::first_target(manifests, "sql") else {
         return Ok(None);
     };
-    let target = manifest["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let spec = manifest["spec"]["sql"].clone();
     let database = spec["database"]
         .as_str()
         .context("the SQL target names no database")?

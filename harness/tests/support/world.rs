@@ -848,3 +848,14 @@ pub fn ready_reason(grant: &DatabaseAccessGrant) -> Option<String> {
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.clone())
 }
+
+/// `(status, reason)` of the grant's condition `type_`.
+pub fn condition(grant: &DatabaseAccessGrant, type_: &str) -> Option<(String, String)> {
+    grant
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use dbgrant_sim::azure::throttle::{Bucket, Throttling};
 use dbgrant_sim::azure::{AzureSim, AzureSimConfig};
+use dbgrant_sim::process::serve_until_stopped;
 use serde_json::json;
 
 /// Serve a simulated Azure (Entra ID token endpoint, ARM, Cosmos DB) on 127.0.0.1 over HTTPS.
@@ -94,13 +95,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(issuer) = &args.oidc_issuer {
         state["oidcIssuer"] = json!(issuer);
     }
-    dbgrant_sim::write_atomically(&args.state, &serde_json::to_string_pretty(&state)?)?;
-    eprintln!(
-        "azure-sim serving {} (state {})",
-        sim.arm_endpoint(),
-        args.state.display()
-    );
-    dbgrant_sim::stop_requested().await;
+    serve_until_stopped(
+        &format!("azure-sim serving {}", sim.arm_endpoint()),
+        "state",
+        &args.state,
+        &serde_json::to_string_pretty(&state)?,
+    )
+    .await?;
     sim.shutdown().await;
     Ok(())
 }

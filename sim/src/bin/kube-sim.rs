@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use dbgrant_sim::kube::{KubeSim, KubeSimConfig};
+use dbgrant_sim::process::serve_until_stopped;
 
 /// Serve a simulated Kubernetes API on 127.0.0.1 over HTTPS.
 #[derive(Parser, Debug)]
@@ -26,13 +27,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     dbgrant_sim::init_logging(&args.log);
     let sim = KubeSim::start(KubeSimConfig { port: args.port }).await?;
-    dbgrant_sim::write_atomically(&args.kubeconfig, &sim.kubeconfig_yaml())?;
-    eprintln!(
-        "kube-sim serving {} (kubeconfig {})",
-        sim.url(),
-        args.kubeconfig.display()
-    );
-    dbgrant_sim::stop_requested().await;
+    serve_until_stopped(
+        &format!("kube-sim serving {}", sim.url()),
+        "kubeconfig",
+        &args.kubeconfig,
+        &sim.kubeconfig_yaml(),
+    )
+    .await?;
     sim.shutdown().await;
     Ok(())
 }

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use dbgrant_sim::jwt::JwksVerifier;
 use dbgrant_sim::postgres::{AUDIENCE, RealPostgres};
+use dbgrant_sim::process::{AuthorityArgs, serve_until_stopped};
 use serde_json::json;
 
 /// Serve PostgreSQL behind a token-checking TLS front on 127.0.0.1.
@@ -20,15 +21,8 @@ struct Args {
     /// string on the Unix socket) once serving.
     #[arg(long)]
     state: PathBuf,
-    /// The Entra authority host issuing the tokens (azure-sim's), ending in '/'.
-    #[arg(long)]
-    authority: String,
-    /// The tenant whose tokens are accepted.
-    #[arg(long)]
-    tenant: String,
-    /// A PEM file of the CA to trust when fetching the authority's keys.
-    #[arg(long)]
-    authority_ca: PathBuf,
+    #[command(flatten)]
+    authority: AuthorityArgs,
     /// Port of the front on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value = "0")]
     port: u16,
@@ -41,20 +35,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     dbgrant_sim::init_logging(&args.log);
-    let ca = std::fs::read_to_string(&args.authority_ca)
-        .with_context(|| format!("reading {}", args.authority_ca.display()))?;
-    let keys_url = format!("{}{}/discovery/v2.0/keys", args.authority, args.tenant);
-    let jwks: serde_json::Value = dbgrant_sim::tls::https_client(&ca)?
-        .get(&keys_url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("fetching {keys_url}"))?
-        .json()
-        .await?;
+    let jwks = args.authority.keys().await?;
     // v1 access tokens, as Entra ID issues them for the ossrdbms-aad resource.
-    let issuer = format!("https://sts.windows.net/{}/", args.tenant);
-    let verifier = JwksVerifier::new(&jwks, AUDIENCE, &issuer)?;
+    let verifier = JwksVerifier::new(&jwks, AUDIENCE, &args.authority.v1_issuer())?;
     let server = tokio::task::spawn_blocking(RealPostgres::start)
         .await?
         .context("starting PostgreSQL")?;
@@ -70,13 +53,13 @@ async fn main() -> anyhow::Result<()> {
             server.port()
         ),
     });
-    dbgrant_sim::write_atomically(&args.state, &serde_json::to_string_pretty(&state)?)?;
-    eprintln!(
-        "pg-front serving localhost:{} (state {})",
-        front.port,
-        args.state.display()
-    );
-    dbgrant_sim::stop_requested().await;
+    serve_until_stopped(
+        &format!("pg-front serving localhost:{}", front.port),
+        "state",
+        &args.state,
+        &serde_json::to_string_pretty(&state)?,
+    )
+    .await?;
     drop(front);
     // Dropping the server stops PostgreSQL and removes its directory.
     tokio::task::spawn_blocking(move || drop(server)).await?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use dbgrant_sim::jwt::JwksVerifier;
+use dbgrant_sim::process::{AuthorityArgs, serve_until_stopped};
 use dbgrant_sim::sql::{AUDIENCES, SqlServer};
 use serde_json::json;
 use uuid::Uuid;
@@ -21,15 +22,8 @@ struct Args {
     /// Where to write the state file (host, port, CA) once serving.
     #[arg(long)]
     state: PathBuf,
-    /// The Entra authority host issuing the tokens (azure-sim's), ending in '/'.
-    #[arg(long)]
-    authority: String,
-    /// The tenant whose tokens are accepted.
-    #[arg(long)]
-    tenant: String,
-    /// A PEM file of the CA to trust when fetching the authority's keys.
-    #[arg(long)]
-    authority_ca: PathBuf,
+    #[command(flatten)]
+    authority: AuthorityArgs,
     /// Port on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value = "0")]
     port: u16,
@@ -51,20 +45,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     dbgrant_sim::init_logging(&args.log);
-    let ca = std::fs::read_to_string(&args.authority_ca)
-        .with_context(|| format!("reading {}", args.authority_ca.display()))?;
-    let keys_url = format!("{}{}/discovery/v2.0/keys", args.authority, args.tenant);
-    let jwks: serde_json::Value = dbgrant_sim::tls::https_client(&ca)?
-        .get(&keys_url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("fetching {keys_url}"))?
-        .json()
-        .await?;
+    let jwks = args.authority.keys().await?;
     // v1 access tokens, as Entra ID issues them for the Azure SQL resource.
-    let issuer = format!("https://sts.windows.net/{}/", args.tenant);
-    let verifier = JwksVerifier::for_any(&jwks, &AUDIENCES, &issuer)?;
+    let verifier = JwksVerifier::for_any(&jwks, &AUDIENCES, &args.authority.v1_issuer())?;
     let server = SqlServer::start_on(
         Arc::new(move |token: &str| verifier.verify(token)),
         args.port,
@@ -83,13 +66,13 @@ async fn main() -> anyhow::Result<()> {
         "caPem": server.ca_pem,
         "databases": args.databases,
     });
-    dbgrant_sim::write_atomically(&args.state, &serde_json::to_string_pretty(&state)?)?;
-    eprintln!(
-        "tsql-front serving localhost:{} (state {})",
-        server.port,
-        args.state.display()
-    );
-    dbgrant_sim::stop_requested().await;
+    serve_until_stopped(
+        &format!("tsql-front serving localhost:{}", server.port),
+        "state",
+        &args.state,
+        &serde_json::to_string_pretty(&state)?,
+    )
+    .await?;
     drop(server);
     Ok(())
 }

@@ -7,11 +7,11 @@
 //! [`FlexibleServers`] is the seam (the real client is `crate::azure::postgres`); [`decide`]
 //! is the pure decision.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use crate::api::Reason;
 use crate::backend::BackendError;
+use crate::backend::entra_admin::{
+    InMemoryServers, parse_server_id, same_tenant, server_not_found,
+};
 
 /// One Microsoft Entra administrator of a flexible server, as ARM lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,74 +46,33 @@ pub trait FlexibleServers: Send + Sync {
     async fn administrators(&self, server_id: &str) -> Result<Administrators, BackendError>;
 }
 
-/// No ARM client (an operator built without one): a target naming a server says so.
-pub struct NoArm;
+pub use crate::backend::entra_admin::NoArm;
 
 #[async_trait::async_trait]
 impl FlexibleServers for NoArm {
     async fn administrators(&self, server_id: &str) -> Result<Administrators, BackendError> {
-        Err(BackendError::new(
-            Reason::TargetNotPrepared,
-            format!(
-                "this operator was started without an Azure Resource Manager client, so it cannot check the Entra administrators of {server_id}"
-            ),
-        ))
+        Err(NoArm::refusal("Entra administrators", server_id))
     }
 }
 
 /// Flexible servers kept in memory, for tests of the layers above ARM: servers absent from
 /// it are 404s.
-#[derive(Default)]
-pub struct InMemoryFlexibleServers {
-    servers: Mutex<HashMap<String, Vec<EntraAdministrator>>>,
-    calls: Mutex<usize>,
-}
-
-impl InMemoryFlexibleServers {
-    /// Make `server_id` exist with these administrators.
-    pub fn set(&self, server_id: &str, administrators: Vec<EntraAdministrator>) {
-        self.servers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(server_id.to_ascii_lowercase(), administrators);
-    }
-
-    /// How many times the administrators were read.
-    pub fn calls(&self) -> usize {
-        *self.calls.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub type InMemoryFlexibleServers = InMemoryServers<Vec<EntraAdministrator>>;
 
 #[async_trait::async_trait]
 impl FlexibleServers for InMemoryFlexibleServers {
     async fn administrators(&self, server_id: &str) -> Result<Administrators, BackendError> {
-        *self.calls.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(match servers.get(&server_id.to_ascii_lowercase()) {
-            Some(listed) => Administrators::Listed(listed.clone()),
-            None => Administrators::ServerNotFound,
-        })
+        Ok(self
+            .read(server_id)
+            .map_or(Administrators::ServerNotFound, Administrators::Listed))
     }
 }
 
 /// Resource group and name of a flexible server's ARM id, when it is one.
 pub fn server_parts(server_id: &str) -> Option<(&str, &str)> {
-    let segments: Vec<&str> = server_id.trim_end_matches('/').split('/').collect();
-    let shape = segments.len() == 9
-        && segments[0].is_empty()
-        && segments[1].eq_ignore_ascii_case("subscriptions")
-        && segments[3].eq_ignore_ascii_case("resourceGroups")
-        && segments[5].eq_ignore_ascii_case("providers")
-        && segments[6].eq_ignore_ascii_case("Microsoft.DBforPostgreSQL")
-        && segments[7].eq_ignore_ascii_case("flexibleServers");
-    let safe = segments[1..].iter().all(|s| {
-        !s.is_empty()
-            && *s != "."
-            && *s != ".."
-            && s.chars()
-                .all(|c| c.is_alphanumeric() || "-_.()".contains(c))
-    });
-    (shape && safe).then(|| (segments[4], segments[8]))
+    parse_server_id(server_id)
+        .filter(|id| id.is("Microsoft.DBforPostgreSQL", "flexibleServers"))
+        .map(|id| (id.group, id.name))
 }
 
 /// Whether what ARM says lets the operator (`operator_object_id` of `operator_tenant_id`)
@@ -132,11 +91,10 @@ pub fn decide(
     let (group, name) = server_parts(server_id).unwrap_or(("<resource group>", server_id));
     let listed = match seen {
         Administrators::ServerNotFound => {
-            return Err(BackendError::new(
-                Reason::TargetNotPrepared,
-                format!(
-                    "flexible server {server_id} does not exist (Azure Resource Manager answered 404): fix spec.postgres.serverResourceId, or remove it to skip this check"
-                ),
+            return Err(server_not_found(
+                "flexible server",
+                server_id,
+                "spec.postgres.serverResourceId",
             ));
         }
         Administrators::Listed(listed) => listed,
@@ -161,7 +119,7 @@ pub fn decide(
             ),
         ));
     };
-    if !mine.tenant_id.is_empty() && !mine.tenant_id.eq_ignore_ascii_case(operator_tenant_id) {
+    if !same_tenant(&mine.tenant_id, operator_tenant_id) {
         return Err(BackendError::new(
             Reason::TargetNotPrepared,
             format!(
@@ -286,35 +244,33 @@ mod tests {
     }
 
     #[test]
-    fn server_ids_are_parsed_strictly() {
+    fn only_flexible_server_ids_are_taken() {
+        // The shape and safety of ids are the shared parser's (entra_admin's tests).
         assert_eq!(server_parts(SERVER), Some(("shop", "shop-prod")));
         assert_eq!(
-            server_parts(&format!("{SERVER}/")),
+            server_parts(&SERVER.replace("Microsoft.DBforPostgreSQL", "microsoft.dbforpostgresql")),
             Some(("shop", "shop-prod"))
         );
         for bad in [
-            "",
             "/subscriptions/s/resourceGroups/shop/providers/Microsoft.DocumentDB/databaseAccounts/a",
+            "/subscriptions/s/resourceGroups/shop/providers/Microsoft.DBforPostgreSQL/servers/a",
             "/subscriptions/s/resourceGroups/shop/providers/Microsoft.DBforPostgreSQL/flexibleServers/a/administrators",
-            "/subscriptions/s/resourceGroups/../providers/Microsoft.DBforPostgreSQL/flexibleServers/a",
-            "/subscriptions/s/resourceGroups/shop/providers/Microsoft.DBforPostgreSQL/flexibleServers/a?x=1",
         ] {
             assert_eq!(server_parts(bad), None, "{bad}");
         }
     }
 
     #[tokio::test]
-    async fn the_in_memory_servers_answer_404_for_unknown_ids_and_count_reads() {
+    async fn the_in_memory_servers_list_what_was_set_and_404_the_rest() {
         let servers = InMemoryFlexibleServers::default();
         servers.set(SERVER, vec![admin(OPERATOR, "dbgrant", TENANT)]);
         assert!(matches!(
-            servers.administrators(&SERVER.to_uppercase()).await,
+            servers.administrators(SERVER).await,
             Ok(Administrators::Listed(list)) if list.len() == 1
         ));
         assert_eq!(
             servers.administrators("/subscriptions/x").await,
             Ok(Administrators::ServerNotFound)
         );
-        assert_eq!(servers.calls(), 2);
     }
 }

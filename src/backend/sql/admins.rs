@@ -9,11 +9,10 @@
 //! [`SqlServers`] is the seam (the real client is `crate::azure::sql`); [`decide`] is the pure
 //! decision.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use crate::api::Reason;
 use crate::backend::BackendError;
+use crate::backend::entra_admin::{
+    InMemoryServers, parse_server_id, same_tenant, server_not_found,
+};
 
 /// The server's Microsoft Entra admin, as ARM shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,53 +51,26 @@ pub trait SqlServers: Send + Sync {
     async fn entra_admin(&self, server_id: &str) -> Result<ServerAdmin, BackendError>;
 }
 
-/// No ARM client (an operator built without one): a target naming a server says so.
-pub struct NoArm;
+pub use crate::backend::entra_admin::NoArm;
 
 #[async_trait::async_trait]
 impl SqlServers for NoArm {
     async fn entra_admin(&self, server_id: &str) -> Result<ServerAdmin, BackendError> {
-        Err(BackendError::new(
-            Reason::TargetNotPrepared,
-            format!(
-                "this operator was started without an Azure Resource Manager client, so it cannot check the Entra admin of {server_id}"
-            ),
-        ))
+        Err(NoArm::refusal("Entra admin", server_id))
     }
 }
 
 /// Servers kept in memory, for tests of the layers above ARM: servers absent from it are
-/// 404s.
-#[derive(Default)]
-pub struct InMemorySqlServers {
-    servers: Mutex<HashMap<String, Option<EntraAdmin>>>,
-    calls: Mutex<usize>,
-}
-
-impl InMemorySqlServers {
-    /// Make `server_id` exist with this Entra admin (or none).
-    pub fn set(&self, server_id: &str, admin: Option<EntraAdmin>) {
-        self.servers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(server_id.to_ascii_lowercase(), admin);
-    }
-
-    /// How many times an admin was read.
-    pub fn calls(&self) -> usize {
-        *self.calls.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+/// 404s, and `None` is a server without an Entra admin.
+pub type InMemorySqlServers = InMemoryServers<Option<EntraAdmin>>;
 
 #[async_trait::async_trait]
 impl SqlServers for InMemorySqlServers {
     async fn entra_admin(&self, server_id: &str) -> Result<ServerAdmin, BackendError> {
-        *self.calls.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(match servers.get(&server_id.to_ascii_lowercase()) {
+        Ok(match self.read(server_id) {
             None => ServerAdmin::ServerNotFound,
             Some(None) => ServerAdmin::NotSet,
-            Some(Some(admin)) => ServerAdmin::Set(admin.clone()),
+            Some(Some(admin)) => ServerAdmin::Set(admin),
         })
     }
 }
@@ -139,33 +111,17 @@ impl ServerKind {
 
 /// Kind, resource group and name of a server's ARM id, when it is one.
 pub fn server_parts(server_id: &str) -> Option<(ServerKind, &str, &str)> {
-    let segments: Vec<&str> = server_id.trim_end_matches('/').split('/').collect();
-    if segments.len() != 9
-        || !segments[0].is_empty()
-        || !segments[1].eq_ignore_ascii_case("subscriptions")
-        || !segments[3].eq_ignore_ascii_case("resourceGroups")
-        || !segments[5].eq_ignore_ascii_case("providers")
-    {
+    let id = parse_server_id(server_id)?;
+    let kind = if id.is("Microsoft.Sql", "servers") {
+        ServerKind::Server
+    } else if id.is("Microsoft.Sql", "managedInstances") {
+        ServerKind::ManagedInstance
+    } else if id.is("Microsoft.Synapse", "workspaces") {
+        ServerKind::SynapseWorkspace
+    } else {
         return None;
-    }
-    let kind = match (
-        segments[6].to_ascii_lowercase().as_str(),
-        segments[7].to_ascii_lowercase().as_str(),
-    ) {
-        ("microsoft.sql", "servers") => ServerKind::Server,
-        ("microsoft.sql", "managedinstances") => ServerKind::ManagedInstance,
-        ("microsoft.synapse", "workspaces") => ServerKind::SynapseWorkspace,
-        _ => return None,
     };
-    // The id becomes a URL path: nothing that could walk out of it or add a query.
-    let safe = segments[1..].iter().all(|s| {
-        !s.is_empty()
-            && *s != "."
-            && *s != ".."
-            && s.chars()
-                .all(|c| c.is_alphanumeric() || "-_.()".contains(c))
-    });
-    safe.then(|| (kind, segments[4], segments[8]))
+    Some((kind, id.group, id.name))
 }
 
 /// What ARM's answer means for the operator.
@@ -196,11 +152,10 @@ pub fn decide(
     let noun = kind.noun();
     let why = match seen {
         ServerAdmin::ServerNotFound => {
-            return Err(BackendError::new(
-                Reason::TargetNotPrepared,
-                format!(
-                    "{noun} {server_id} does not exist (Azure Resource Manager answered 404): fix spec.sql.serverResourceId, or remove it to skip this check"
-                ),
+            return Err(server_not_found(
+                noun,
+                server_id,
+                "spec.sql.serverResourceId",
             ));
         }
         ServerAdmin::NotSet => format!("{noun} {name} has no Microsoft Entra admin"),
@@ -208,9 +163,7 @@ pub fn decide(
             let mine = [operator_object_id, operator_client_id]
                 .iter()
                 .any(|id| !id.is_empty() && admin.sid.eq_ignore_ascii_case(id));
-            let same_tenant = admin.tenant_id.is_empty()
-                || admin.tenant_id.eq_ignore_ascii_case(operator_tenant_id);
-            match (mine, same_tenant) {
+            match (mine, same_tenant(&admin.tenant_id, operator_tenant_id)) {
                 (true, true) => return Ok(Verdict::Admin),
                 (true, false) => format!(
                     "{noun} {name}'s Microsoft Entra admin has the operator's id but is of tenant {}, not the operator's {operator_tenant_id}",
@@ -229,6 +182,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Reason;
 
     const SERVER: &str = "/subscriptions/6f8f4c2e-3b1a-4d8e-9c71-2a5e0b9d4f10/resourceGroups/shop/providers/Microsoft.Sql/servers/shop-sql";
     const OPERATOR: &str = "0f6c7a3e-1b2d-4c5e-8f90-a1b2c3d4e5f6";
@@ -374,7 +328,8 @@ mod tests {
     }
 
     #[test]
-    fn server_ids_are_parsed_strictly() {
+    fn only_the_three_kinds_of_server_are_taken() {
+        // The shape and safety of ids are the shared parser's (entra_admin's tests).
         assert_eq!(
             server_parts(SERVER),
             Some((ServerKind::Server, "shop", "shop-sql"))
@@ -383,12 +338,14 @@ mod tests {
             server_parts(&SERVER.replace("servers", "managedInstances")),
             Some((ServerKind::ManagedInstance, "shop", "shop-sql"))
         );
+        assert_eq!(
+            server_parts(&SERVER.replace("Microsoft.Sql/servers", "microsoft.synapse/Workspaces")),
+            Some((ServerKind::SynapseWorkspace, "shop", "shop-sql"))
+        );
         for bad in [
-            "",
             "/subscriptions/s/resourceGroups/shop/providers/Microsoft.DBforPostgreSQL/flexibleServers/a",
+            "/subscriptions/s/resourceGroups/shop/providers/Microsoft.Synapse/servers/a",
             "/subscriptions/s/resourceGroups/shop/providers/Microsoft.Sql/servers/a/databases",
-            "/subscriptions/s/resourceGroups/../providers/Microsoft.Sql/servers/a",
-            "/subscriptions/s/resourceGroups/shop/providers/Microsoft.Sql/servers/a?x=1",
             "/subscriptions/s/resourceGroups/shop/providers/Microsoft.Synapse/workspaces/a/sqlPools/p",
         ] {
             assert_eq!(server_parts(bad), None, "{bad}");
