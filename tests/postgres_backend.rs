@@ -284,6 +284,12 @@ async fn a_grant_creates_the_entra_login_by_object_id_and_a_read_only_workload_c
 
     backend.grant(&reader).await.unwrap();
     assert!(fx.role_exists(&login));
+    // The grant's status names what was made: the login role and the object id it maps.
+    let said = backend.describe_holding(&reader);
+    assert!(
+        said.contains(&format!("login role {login}")) && said.contains(&app.principal_id),
+        "{said}"
+    );
     assert_eq!(
         fx.read(
             "postgres",

@@ -170,6 +170,16 @@ async fn a_grant_creates_the_user_by_sid_and_the_workload_signs_in_with_its_own_
         Some(&app.to_bytes_le()[..]),
         "SID = client id, uniqueidentifier order"
     );
+    // The grant's status names what was made: the user, its SID, the database and server.
+    let said = backend.describe_holding(&holding);
+    let sid_hex: String = app
+        .to_bytes_le()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    for part in [user.name.as_str(), &format!("0x{sid_hex}"), DATABASE] {
+        assert!(said.contains(part), "{said:?} names {part}");
+    }
     assert!(
         user.record
             .as_deref()

@@ -197,6 +197,12 @@ pub trait Backend: Send + Sync {
     /// The data-plane path a probe reads, for messages.
     fn describe_scope(&self, access: &Access) -> String;
 
+    /// What a holding made in the database, in words for the grant's status (the SQL backends
+    /// name the user or login role they made; Cosmos DB its role assignment).
+    fn describe_holding(&self, holding: &Holding) -> String {
+        format!("assignment {}", holding.id)
+    }
+
     /// Whether the target owns definitions in the store (custom roles) that `prepare` keeps in
     /// place: such a target is checked in full on each resync, not only its access.
     fn keeps_definitions(&self) -> bool {

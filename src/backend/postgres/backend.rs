@@ -384,6 +384,19 @@ impl Backend for PostgresBackend {
         Ok(Vec::new())
     }
 
+    fn describe_holding(&self, holding: &Holding) -> String {
+        match super::parse_holding_id(&holding.id) {
+            Some(made) => format!(
+                "login role {} (Entra object id {}) in database {} on {}",
+                super::login_name(&made.object_id),
+                made.object_id,
+                made.database,
+                self.target.server
+            ),
+            None => format!("access {}", holding.id),
+        }
+    }
+
     fn describe_scope(&self, access: &Access) -> String {
         format!(
             "database {} as role {}",

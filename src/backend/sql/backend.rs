@@ -587,6 +587,19 @@ impl Backend for SqlBackend {
         Ok(Vec::new())
     }
 
+    fn describe_holding(&self, holding: &Holding) -> String {
+        match super::parse_holding_id(&holding.id) {
+            Some(made) => format!(
+                "contained user {} (SID {}) in database {} on {}",
+                super::user_name(&made.client_id),
+                super::sid_literal(&made.client_id),
+                made.database,
+                self.target.server
+            ),
+            None => format!("access {}", holding.id),
+        }
+    }
+
     fn describe_scope(&self, access: &Access) -> String {
         format!(
             "database {} on {} as role {}",

@@ -100,7 +100,7 @@ pub(super) async fn carry_out(
         holding_now.insert(holding.id.clone());
     }
     match (&want, &granted) {
-        (Some((holding, _)), Some(Ok(()))) => {
+        (Some((holding, backend)), Some(Ok(()))) => {
             ctx.ledger
                 .set_granted(key, Some((holding.id.clone(), generation)));
             status.role_assignment_id = Some(holding.id.clone());
@@ -108,8 +108,9 @@ pub(super) async fn carry_out(
             pass.outcome.access = Some(Step::ok(
                 Reason::Granted,
                 format!(
-                    "role {} granted by assignment {}",
-                    grant.spec.role, holding.id
+                    "role {} granted: {}",
+                    grant.spec.role,
+                    backend.describe_holding(holding)
                 ),
             ));
         }
