@@ -149,11 +149,23 @@ pub fn apply(
     }
     entries.retain(|e| is_mine(e) || e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
 
-    // Fields this manager applied before and no longer does are removed unless shared.
+    // Fields this manager applied before and no longer does are removed unless shared. The
+    // field set tracks the maps that hold them too: a map nobody applies or owns anything in
+    // any more goes whole (dropping `tokenSecret: {name}` drops `tokenSecret`, not only
+    // `name`, as the API server does).
+    let within = |paths: &BTreeSet<Path>, prefix: &[String]| {
+        paths
+            .iter()
+            .any(|p| p.len() >= prefix.len() && p[..prefix.len()] == *prefix)
+    };
     for path in previous.difference(&wanted) {
-        if !others_own.contains(path) {
-            remove(&mut result, path);
+        if others_own.contains(path) {
+            continue;
         }
+        let unheld = (1..path.len())
+            .map(|len| &path[..len])
+            .find(|prefix| !within(&wanted, prefix) && !within(&others_own, prefix));
+        remove(&mut result, unheld.unwrap_or(path));
     }
     deep_merge(&mut result, applied);
 
@@ -360,6 +372,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(added["data"], json!({"a": "1", "z": "0"}));
+    }
+
+    #[test]
+    fn an_apply_that_drops_a_map_removes_the_map_not_only_its_fields() {
+        let first = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "g"},
+            "spec": {"role": "reader", "tokenSecret": {"name": "tok"}}});
+        let second = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "g"},
+            "spec": {"role": "reader"}});
+        let applied = apply(None, &first, "kubectl", false, None, "v1", "t").unwrap();
+        let again = apply(Some(&applied), &second, "kubectl", false, None, "v1", "t").unwrap();
+        assert_eq!(again["spec"], json!({"role": "reader"}));
+        // A map another manager still owns something in stays, with that field.
+        let mut shared = applied.clone();
+        shared["spec"]["tokenSecret"]["formats"] = json!(["AzureCli"]);
+        shared["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .push(
+                json!({"manager": "other", "operation": "Update", "apiVersion": "v1",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:tokenSecret": {"f:formats": {}}}}}),
+            );
+        let kept = apply(Some(&shared), &second, "kubectl", false, None, "v1", "t").unwrap();
+        assert_eq!(
+            kept["spec"]["tokenSecret"],
+            json!({"formats": ["AzureCli"]})
+        );
     }
 
     #[test]
