@@ -35,29 +35,17 @@ impl<K> Cache<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    /// Start watching `api` into a new cache until `shutdown`.
+    /// Start watching `api` into a new cache until `shutdown` (nothing else consumes it).
     pub fn spawn(api: Api<K>, config: watcher::Config, shutdown: CancellationToken) -> Self {
-        let (store, writer) = reflector::store();
-        let (tx, synced) = watch::channel(false);
-        let events = watcher(api, config)
-            .default_backoff()
-            // Nothing of ours reads managedFields, and at thousands of objects they are most
-            // of the cache's memory.
-            .modify(|object| object.meta_mut().managed_fields = None)
-            .reflect(writer)
-            .for_each(move |event| {
-                if let Ok(watcher::Event::InitDone) = event {
-                    tx.send_replace(true);
-                }
-                std::future::ready(())
-            });
+        let (cache, objects) = Self::driving(api, config);
+        let events = objects.for_each(|_| std::future::ready(()));
         tokio::spawn(async move {
             tokio::select! {
                 () = events => {}
                 () = shutdown.cancelled() => {}
             }
         });
-        Self { store, synced }
+        cache
     }
 
     /// A cache whose watch is not spawned but handed back as the stream of objects it
@@ -75,6 +63,8 @@ where
         let (tx, synced) = watch::channel(false);
         let objects = watcher(api, config)
             .default_backoff()
+            // Nothing of ours reads managedFields, and at thousands of objects they are most
+            // of the cache's memory.
             .modify(|object| object.meta_mut().managed_fields = None)
             .reflect(writer)
             .inspect(move |event| {

@@ -135,14 +135,9 @@ impl Ledger {
 
     /// Every holding an allowed grant asks for and was granted in this process, with one grant
     /// asking for it: what drift repair may restore. (Asked for but never granted is the grant
-    /// reconciler's to retry, not the drift repair's.)
-    pub fn wanted(&self) -> Vec<(GrantKey, Holding)> {
-        self.wanted_where(|_| true)
-    }
-
-    /// [`Self::wanted`], only the holdings whose id `select` picks (one store's): every target's
-    /// drift repair runs at its resync, often together, and each copying every grant's holding
-    /// made memory grow with targets × grants.
+    /// reconciler's to retry, not the drift repair's.) Only those whose id `select` picks (one
+    /// store's): every target's drift repair runs at its resync, often together, and each
+    /// copying every grant's holding made memory grow with targets × grants.
     pub fn wanted_where(&self, select: impl Fn(&str) -> bool) -> Vec<(GrantKey, Holding)> {
         let map = self.map();
         let mut seen = BTreeSet::new();
@@ -244,14 +239,18 @@ mod tests {
         ledger.decide(&a, &BTreeSet::new(), Some(holding("x")), true);
         ledger.decide(&b, &BTreeSet::new(), Some(holding("y")), true);
         assert!(
-            ledger.wanted().is_empty(),
+            ledger.wanted_where(|_| true).is_empty(),
             "asked for and recorded, not granted yet"
         );
         ledger.set_granted(&a, Some(("x".to_string(), Some(1))));
-        let wanted: Vec<String> = ledger.wanted().into_iter().map(|(_, h)| h.id).collect();
+        let wanted: Vec<String> = ledger
+            .wanted_where(|_| true)
+            .into_iter()
+            .map(|(_, h)| h.id)
+            .collect();
         assert_eq!(wanted, vec!["x".to_string()], "y is not granted yet");
         ledger.prune(&HashSet::from([b.clone()]));
-        assert!(ledger.wanted().is_empty());
+        assert!(ledger.wanted_where(|_| true).is_empty());
         assert_eq!(ledger.recorded(), vec![(b, "y".to_string())]);
     }
 }
